@@ -1,0 +1,94 @@
+"""Wiring: settings -> store, registry, model manager, trainer, service, Gradio app."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import gradio as gr
+
+from .base_model import LoadOptions, base_name, ensure_embedded_base, load_base, load_tokenizer
+from .config import Settings
+from .models import ModelManager
+from .registry import Registry
+from .schema import Sampling
+from .service import HITLService
+from .store import FeedbackStore
+from .trainer import TrainConfig
+from .ui import build_demo
+from .worker import TrainerClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    """The running pieces, so callers (main, tests, benchmarks) can reach and close them."""
+
+    settings: Settings
+    service: HITLService
+    demo: gr.Blocks | None = None
+
+    def close(self) -> None:
+        """Stop the server, the ACTIVE watcher and the trainer process."""
+        if self.demo is not None:
+            self.demo.close()
+        self.service.models.close()
+        self.service.trainer.stop()
+
+
+def base_source(settings: Settings, registry: Registry) -> str:
+    """The base model to load: ``--base-model``, else the embedded model (converted on first use)."""
+    if settings.base_model:
+        return settings.base_model
+    return str(ensure_embedded_base(registry.base_dir))
+
+
+def create_service(settings: Settings) -> HITLService:
+    """Load the model and build the service; the trainer process is started and warm.
+
+    Raises:
+        ModelWheelMissing: the embedded model is needed but not installed.
+    """
+    import torch
+
+    if settings.serve_threads:
+        torch.set_num_threads(settings.serve_threads)
+    registry = Registry(settings.checkpoints_dir)
+    registry.clean_staging()
+    source = base_source(settings, registry)
+    log.info("loading base model %s", base_name(registry.base_dir) if not settings.base_model else source)
+    options = LoadOptions(device=settings.resolved_device(), load_in_4bit=settings.load_in_4bit)
+    tokenizer = load_tokenizer(source)
+    base = load_base(source, options)
+    sampling = Sampling(
+        do_sample=settings.temperature > 0,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        max_new_tokens=settings.max_new_tokens,
+    )
+    lora = TrainConfig.from_settings(settings).lora_config()
+    models = ModelManager.wrap(base, tokenizer, registry, sampling, settings.system_prompt or None, lora)
+    models.watch()
+    trainer = TrainerClient(settings, source)
+    trainer.start()
+    store = FeedbackStore(settings.feedback_dir)
+    return HITLService(settings, store, models, registry, trainer)
+
+
+def launch(settings: Settings, service: HITLService, prevent_thread_lock: bool = False) -> App:
+    """Build the UI and start serving it (blocking unless ``prevent_thread_lock``)."""
+    users = settings.users()
+    demo = build_demo(service, {u.username: u.role for u in users})
+    demo.queue(default_concurrency_limit=16)
+    app = App(settings=settings, service=service, demo=demo)
+    demo.launch(
+        server_name=settings.host,
+        server_port=settings.port,
+        share=settings.share,
+        auth=[(u.username, u.password) for u in users] or None,
+        prevent_thread_lock=prevent_thread_lock,
+        show_error=True,
+        quiet=prevent_thread_lock,
+    )
+    return app

@@ -1,0 +1,215 @@
+"""Settings: every CLI flag is one field here, and every field is also an ``HITL_<FIELD>`` env var.
+
+Validation collects every problem it finds and raises one error that lists them all, before any
+model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a careful medical assistant helping clinicians. Answer accurately and concisely, "
+    "state uncertainty, and advise urgent care when symptoms suggest an emergency."
+)
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+Role = Literal["admin", "clinician"]
+ROLES: tuple[str, ...] = ("admin", "clinician")
+
+
+class User(BaseModel):
+    """One login: a username, its password and its role."""
+
+    username: str = Field(min_length=1)
+    password: str = Field(min_length=1)
+    role: Role = "clinician"
+
+
+class Settings(BaseSettings):
+    """Command-line flags of ``main.py`` (each also an ``HITL_*`` environment variable)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HITL_",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_prog_name="main.py",
+        cli_exit_on_error=True,
+        extra="ignore",
+    )
+
+    # --- the feedback loop ---
+    retrain_threshold: int = Field(20, description="Retrain after this many new judgements.")
+    auto_retrain: bool = Field(True, description="Retrain automatically (--no-auto-retrain: only on an admin's request).")
+    replay_size: int = Field(40, description="At most this many older judgements are replayed in each round.")
+
+    # --- serving ---
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(7860, description="Port to listen on.")
+    share: bool = Field(False, description="Open a public share link (refused without --auth/--auth-file).")
+    auth: list[str] = Field(
+        default_factory=list,
+        description="A login as USER:PASS or USER:PASS:ROLE (ROLE admin|clinician, default clinician); repeatable.",
+    )
+    auth_file: Path | None = Field(
+        None,
+        description='JSON file of logins: {"users": [{"username": .., "password": .., "role": "admin"|"clinician"}]}.',
+    )
+
+    # --- model ---
+    base_model: str | None = Field(
+        None, description="Path or hub id of a causal LM to use instead of the embedded SmolLM2-135M-Instruct."
+    )
+    load_in_4bit: bool = Field(False, description="Load the base model in 4-bit nf4 with bf16 compute (CUDA only).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs.")
+    max_new_tokens: int = Field(256, description="Longest answer, in tokens.")
+    temperature: float = Field(0.7, description="Sampling temperature; 0 means greedy decoding.")
+    top_p: float = Field(0.9, description="Nucleus sampling threshold.")
+    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="System message put before every question.")
+    serve_threads: int = Field(0, description="CPU threads for answering (0: torch's default).")
+
+    # --- storage ---
+    feedback_dir: Path = Field(Path("feedback"), description="Where feedback.jsonl lives.")
+    checkpoints_dir: Path = Field(Path("checkpoints"), description="Where base/, vNNNN/ and ACTIVE live.")
+
+    # --- LoRA and training (defaults: seed 002's Model B) ---
+    lora_r: int = Field(16, description="LoRA rank.")
+    lora_alpha: int = Field(32, description="LoRA scaling alpha.")
+    lora_dropout: float = Field(0.05, description="LoRA dropout.")
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: list(LORA_TARGETS), description="Modules that get LoRA adapters."
+    )
+    learning_rate: float = Field(1e-4, description="Learning rate of each round.")
+    num_epochs: float = Field(1.0, description="Epochs over each round's rows.")
+    train_batch_size: int = Field(4, description="Rows per optimisation step.")
+    max_seq_length: int = Field(1024, description="Longest training row, in tokens.")
+    trainer_threads: int = Field(1, description="CPU threads the trainer may use, so answers stay responsive.")
+    seed: int = Field(0, description="Seed for training and the replay sample.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        problems: list[str] = []
+        if self.retrain_threshold < 1:
+            problems.append(f"--retrain-threshold must be at least 1 (got {self.retrain_threshold})")
+        if self.replay_size < 0:
+            problems.append(f"--replay-size must be 0 or more (got {self.replay_size})")
+        if not 0 < self.port < 65536:
+            problems.append(f"--port must be between 1 and 65535 (got {self.port})")
+        if self.max_new_tokens < 1:
+            problems.append(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
+        if self.temperature < 0:
+            problems.append(f"--temperature must be 0 or more (got {self.temperature})")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"--top-p must be in (0, 1] (got {self.top_p})")
+        if self.serve_threads < 0 or self.trainer_threads < 1:
+            problems.append("--serve-threads must be 0 or more and --trainer-threads at least 1")
+        if self.lora_r < 1 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1:
+            problems.append("LoRA needs --lora-r >= 1, --lora-alpha >= 1 and 0 <= --lora-dropout < 1")
+        if not self.lora_target_modules:
+            problems.append("--lora-target-modules must name at least one module")
+        if self.learning_rate <= 0 or self.num_epochs <= 0 or self.train_batch_size < 1 or self.max_seq_length < 16:
+            problems.append(
+                "training needs --learning-rate > 0, --num-epochs > 0, --train-batch-size >= 1, --max-seq-length >= 16"
+            )
+        cuda = _cuda_available()
+        if self.device == "cuda" and not cuda:
+            problems.append("--device cuda was asked for, but this machine has no usable CUDA device")
+        if self.load_in_4bit and not (cuda and self.device != "cpu"):
+            problems.append("--load-in-4bit needs a CUDA device (bitsandbytes nf4)")
+        try:
+            users = self.users()
+        except ValueError as exc:
+            problems.append(str(exc))
+            users = []
+        if self.share and not users:
+            problems.append(
+                "--share would open a public link with no login; add --auth USER:PASS or --auth-file users.json"
+            )
+        if problems:
+            raise ValueError("invalid settings:\n  - " + "\n  - ".join(problems))
+        return self
+
+    def users(self) -> list[User]:
+        """Every login from ``--auth`` and ``--auth-file``.
+
+        Raises:
+            ValueError: a malformed ``--auth`` entry, an unreadable or malformed auth file, or a
+                username given twice.
+        """
+        users = [_parse_auth(entry) for entry in self.auth]
+        if self.auth_file is not None:
+            users.extend(_read_auth_file(self.auth_file))
+        names = [u.username for u in users]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"username given more than once: {', '.join(repeated)}")
+        return users
+
+    def resolved_device(self) -> str:
+        """``cpu`` or ``cuda``: what ``--device auto`` means on this machine."""
+        if self.device == "auto":
+            return "cuda" if _cuda_available() else "cpu"
+        return self.device
+
+
+def _cuda_available() -> bool:
+    # Imported here so that `main.py --help` and settings errors do not pay for importing torch
+    # when the environment says there is nothing to look for.
+    if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _parse_auth(entry: str) -> User:
+    user, sep, rest = entry.partition(":")
+    if not sep or not user or not rest:
+        raise ValueError(f"--auth {entry.split(':')[0]}:... must look like USER:PASS or USER:PASS:ROLE")
+    password, role = rest, "clinician"
+    head, sep, tail = rest.rpartition(":")
+    if sep and tail in ROLES and head:
+        password, role = head, tail
+    return User(username=user, password=password, role=role)
+
+
+def _read_auth_file(path: Path) -> list[User]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"--auth-file {path} cannot be read: {exc.strerror or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--auth-file {path} is not valid JSON: {exc}") from exc
+    entries = data.get("users") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f'--auth-file {path} must hold {{"users": [{{"username": .., "password": ..}}, ...]}}')
+    users = []
+    for i, entry in enumerate(entries):
+        try:
+            users.append(User.model_validate(entry))
+        except Exception as exc:  # pydantic's ValidationError, reworded for the file's author
+            raise ValueError(f"--auth-file {path}: user #{i + 1} is invalid: {exc}") from exc
+    return users
+
+
+def describe_settings_error(exc: Exception) -> str:
+    """One readable message for a settings failure, naming each bad flag.
+
+    Args:
+        exc: the ``pydantic.ValidationError`` (or other exception) raised while building Settings.
+    """
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    lines = []
+    for err in errors():
+        message = str(err.get("msg", "")).removeprefix("Value error, ")
+        loc = [str(part) for part in err.get("loc", ()) if part != "__root__"]
+        flag = "--" + "-".join(loc).replace("_", "-") if loc else ""
+        lines.append(f"{flag}: {message}" if flag else message)
+    return "\n".join(lines)

@@ -1,0 +1,306 @@
+"""ModelManager: serves answers from one base model and hot-swaps LoRA versions between answers.
+
+The base is loaded once and wrapped in a PEFT model with one adapter slot. Serving ``base`` runs
+with the adapter disabled; serving ``vNNNN`` means that version's weights sit in the slot. A new
+version is read from disk off the request path, then swapped in under the generation lock with
+``peft.utils.hotswap`` (an in-place copy of the LoRA tensors). Because every generation holds
+the same lock from its first token to its last, an answer is never produced half by one version
+and half by another, and every answer is tagged with the version that wrote it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from .errors import UserError
+from .registry import Registry
+from .schema import BASE_VERSION, Sampling
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, str]
+_SLOT = "default"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Candidate answers from one generate call, with the version and settings that made them."""
+
+    candidates: list[str]
+    version: str
+    sampling: Sampling
+    prompt_tokens: int
+    new_tokens: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class StreamUpdate:
+    """Text so far of a streamed answer; ``answer`` is set on the last update only."""
+
+    text: str
+    version: str
+    answer: Answer | None = None
+
+
+@dataclass
+class _Prepared:
+    version: str
+    path: str
+    config: object
+    state_dict: dict[str, torch.Tensor]
+    hotswappable: bool
+
+
+class _StopOnEvent:
+    """A transformers StoppingCriteria that ends generation when the reader goes away."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class ModelManager:
+    """Generation and version swapping on one shared model.
+
+    Args:
+        model: a ``PeftModel`` wrapping the base, with an adapter named ``default``.
+        tokenizer: its tokenizer (left padding, chat template).
+        registry: where versions are published and the ACTIVE pointer lives.
+        sampling: default decoding settings.
+        system_prompt: the system message put before every question (None for none).
+    """
+
+    def __init__(self, model, tokenizer, registry: Registry, sampling: Sampling, system_prompt: str | None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.registry = registry
+        self.sampling = sampling
+        self.system_prompt = system_prompt
+        self._lock = threading.Lock()
+        self._version = BASE_VERSION
+        self._adapter = _SLOT
+        self._watcher: threading.Thread | None = None
+        self._stop_watch = threading.Event()
+        self.context_length = int(getattr(model.config, "max_position_embeddings", 2048))
+
+    @classmethod
+    def wrap(cls, base_model, tokenizer, registry: Registry, sampling: Sampling, system_prompt: str | None, lora_config):
+        """Wrap a loaded base model with an identity LoRA slot (B = 0) and serve ACTIVE's version."""
+        from peft import get_peft_model
+
+        model = get_peft_model(base_model, lora_config, adapter_name=_SLOT)
+        model.eval()
+        manager = cls(model, tokenizer, registry, sampling, system_prompt)
+        manager.sync()
+        return manager
+
+    # ----- versions -----
+    @property
+    def version(self) -> str:
+        """The version answering now."""
+        return self._version
+
+    def sync(self) -> bool:
+        """Serve whatever ACTIVE names, if that is not already served. Returns whether it swapped."""
+        target = self.registry.active().version
+        if target == self._version:
+            return False
+        self.activate(target)
+        return True
+
+    def activate(self, version: str) -> float:
+        """Swap ``version`` in between two generations; returns the seconds the swap held the lock.
+
+        Raises:
+            NotFoundError: the version is not published.
+        """
+        prepared = None if version == BASE_VERSION else self._prepare(version)
+        started = time.perf_counter()
+        with self._lock:
+            if prepared is not None:
+                self._apply(prepared)
+            self._version = version
+        held = time.perf_counter() - started
+        log.info("now serving %s (swap held the lock %.1f ms)", version, held * 1e3)
+        return held
+
+    def _prepare(self, version: str) -> _Prepared:
+        # Reading the adapter from disk and remapping its keys happens outside the lock, so
+        # answers in progress are not held up by file I/O.
+        from peft import LoraConfig
+        from peft.utils.hotswap import check_hotswap_configs_compatible
+        from peft.utils.save_and_load import _insert_adapter_name_into_state_dict, load_peft_weights
+
+        path = str(self.registry.adapter_dir(version))
+        config = LoraConfig.from_pretrained(path)
+        device = str(next(self.model.parameters()).device)
+        raw = load_peft_weights(path, device=device)
+        state_dict = _insert_adapter_name_into_state_dict(raw, adapter_name=self._adapter, parameter_prefix="lora_")
+        hotswappable = True
+        try:
+            check_hotswap_configs_compatible(self.model.peft_config[self._adapter], config)
+            params = dict(self.model.named_parameters())
+            for key, tensor in state_dict.items():
+                name = key if key in params else f"base_model.model.{key}"
+                if name not in params or params[name].shape != tensor.shape:
+                    raise ValueError(f"{key} does not match the loaded adapter")
+        except ValueError as exc:
+            log.info("%s cannot be hot-swapped into the current slot (%s); loading it as a new adapter", version, exc)
+            hotswappable = False
+        return _Prepared(version, path, config, state_dict, hotswappable)
+
+    def _apply(self, prepared: _Prepared) -> None:
+        from peft.utils.hotswap import hotswap_adapter_from_state_dict
+
+        if prepared.hotswappable:
+            hotswap_adapter_from_state_dict(
+                self.model, prepared.state_dict, adapter_name=self._adapter, config=prepared.config
+            )
+            return
+        # A different LoRA shape (e.g. another rank): load it beside the old one, then drop the old.
+        name = f"slot_{prepared.version}"
+        self.model.load_adapter(prepared.path, adapter_name=name)
+        self.model.set_adapter(name)
+        self.model.delete_adapter(self._adapter)
+        self._adapter = name
+        self.model.eval()
+
+    def watch(self, interval_s: float = 0.05) -> None:
+        """Follow the ACTIVE pointer in a background thread, so new versions are served promptly."""
+        if self._watcher is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop_watch.wait(interval_s):
+                try:
+                    self.sync()
+                except Exception:
+                    log.exception("could not switch to the ACTIVE version; still serving %s", self._version)
+
+        self._watcher = threading.Thread(target=loop, name="active-watcher", daemon=True)
+        self._watcher.start()
+
+    def close(self) -> None:
+        """Stop following ACTIVE."""
+        self._stop_watch.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=2)
+
+    # ----- generation -----
+    def messages(self, prompt: str) -> list[Message]:
+        """The chat messages for a question: the system prompt (if any) and the user's turn."""
+        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return [*messages, {"role": "user", "content": prompt}]
+
+    def encode(self, prompt: str, sampling: Sampling | None = None) -> dict[str, torch.Tensor]:
+        """Tokenise a question through the chat template, checking that it fits the context.
+
+        Raises:
+            UserError: the prompt is empty, or too long for the model's context.
+        """
+        if not prompt or not prompt.strip():
+            raise UserError("the question is empty")
+        sampling = sampling or self.sampling
+        inputs = self.tokenizer.apply_chat_template(
+            self.messages(prompt), add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        n = int(inputs["input_ids"].shape[1])
+        room = self.context_length - sampling.max_new_tokens
+        if n > room:
+            raise UserError(
+                f"the question is {n} tokens long; this model reads at most {room} "
+                f"({self.context_length} tokens of context, {sampling.max_new_tokens} kept for the answer)"
+            )
+        return inputs
+
+    def _generate_kwargs(self, inputs, sampling: Sampling, k: int, stop: threading.Event, streamer=None) -> dict:
+        from transformers import StoppingCriteriaList
+
+        device = next(self.model.parameters()).device
+        kwargs = {key: value.to(device) for key, value in inputs.items()}
+        kwargs.update(
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=sampling.do_sample,
+            num_return_sequences=k,
+            pad_token_id=self.tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop)]),
+            streamer=streamer,
+        )
+        if sampling.do_sample:
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
+        return kwargs
+
+    def _run(self, inputs, sampling: Sampling, k: int, stop: threading.Event, streamer=None) -> Answer:
+        started = time.perf_counter()
+        with self._lock:
+            version = self._version
+            kwargs = self._generate_kwargs(inputs, sampling, k, stop, streamer)
+            with torch.inference_mode():
+                if version == BASE_VERSION:
+                    with self.model.disable_adapter():
+                        out = self.model.generate(**kwargs)
+                else:
+                    out = self.model.generate(**kwargs)
+        prompt_len = inputs["input_ids"].shape[1]
+        new = out[:, prompt_len:]
+        texts = [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        new_tokens = int((new != self.tokenizer.pad_token_id).sum().item())
+        return Answer(texts, version, sampling, int(prompt_len), new_tokens, time.perf_counter() - started)
+
+    def generate(self, prompt: str, k: int = 1, sampling: Sampling | None = None) -> Answer:
+        """Answer a question with ``k`` candidates sampled in one batched ``generate`` call.
+
+        Raises:
+            UserError: the prompt is empty or too long.
+        """
+        sampling = sampling or self.sampling
+        inputs = self.encode(prompt, sampling)
+        return self._run(inputs, sampling, k, threading.Event())
+
+    def stream(self, prompt: str, sampling: Sampling | None = None) -> Iterator[StreamUpdate]:
+        """Stream one answer; the last update carries the finished ``Answer``.
+
+        Generation runs in its own thread, which holds the model lock for the whole answer. If
+        the reader stops early, generation is stopped before the lock is released.
+
+        Raises:
+            UserError: the prompt is empty or too long (before anything is generated).
+        """
+        from transformers import TextIteratorStreamer
+
+        sampling = sampling or self.sampling
+        inputs = self.encode(prompt, sampling)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        stop = threading.Event()
+        outcome: dict = {}
+
+        def produce() -> None:
+            try:
+                outcome["answer"] = self._run(inputs, sampling, 1, stop, streamer)
+            except BaseException as exc:  # re-raised in the reader's thread below
+                outcome["error"] = exc
+                streamer.on_finalized_text("", stream_end=True)
+
+        worker = threading.Thread(target=produce, name="generate", daemon=True)
+        worker.start()
+        text = ""
+        try:
+            for piece in streamer:
+                text += piece
+                yield StreamUpdate(text=text, version=self._version)
+        finally:
+            stop.set()
+            worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        answer = outcome["answer"]
+        yield StreamUpdate(text=answer.candidates[0], version=answer.version, answer=answer)

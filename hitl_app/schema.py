@@ -1,0 +1,151 @@
+"""Pydantic records: what the feedback store, the registry and the trainer exchange.
+
+Every record written to ``feedback/feedback.jsonl`` is either a ``Generation`` (what the model
+said, with the version and sampling settings that produced it) or a ``Feedback`` (a clinician's
+judgement of one generation). Feedback refers to its generation by id, so every training row can
+be traced to the exact answer and model version it came from.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+BASE_VERSION = "base"
+
+Action = Literal["accept", "edit", "reject"]
+
+
+def new_id() -> str:
+    """A fresh unique record id (uuid4 hex)."""
+    return uuid.uuid4().hex
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    id: str = Field(default_factory=new_id)
+    created_at: datetime = Field(default_factory=utc_now)
+    reviewer: str = Field(min_length=1, description="The logged-in user; never taken from the client.")
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware (UTC)")
+        return value.astimezone(timezone.utc)
+
+
+class Sampling(BaseModel):
+    """The decoding settings an answer was sampled with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    do_sample: bool
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+
+
+class Generation(_Record):
+    """One question and the candidate answer(s) the model gave, tagged with the serving version."""
+
+    kind: Literal["generation"] = "generation"
+    prompt: str = Field(min_length=1)
+    system_prompt: str | None = None
+    candidates: list[str] = Field(min_length=1)
+    version: str = Field(min_length=1)
+    sampling: Sampling
+    prompt_tokens: int = Field(ge=0)
+
+    @property
+    def answer(self) -> str:
+        """The first (or only) candidate."""
+        return self.candidates[0]
+
+
+class Feedback(_Record):
+    """A clinician's judgement of one candidate of one generation."""
+
+    kind: Literal["feedback"] = "feedback"
+    generation_id: str = Field(min_length=1)
+    action: Action
+    candidate: int = Field(default=0, ge=0)
+    text: str | None = Field(default=None, description="The corrected answer, for action 'edit'.")
+    reason: str | None = Field(default=None, description="Why the answer was rejected.")
+
+    @model_validator(mode="after")
+    def _fields_fit_action(self) -> "Feedback":
+        if self.action == "edit" and not (self.text and self.text.strip()):
+            raise ValueError("an edit needs the corrected text")
+        if self.action != "edit" and self.text is not None:
+            raise ValueError(f"'{self.action}' takes no edited text")
+        if self.action == "reject" and not (self.reason and self.reason.strip()):
+            raise ValueError("a rejection needs a reason")
+        return self
+
+
+Record = Annotated[Union[Generation, Feedback], Field(discriminator="kind")]
+RECORD_ADAPTER: TypeAdapter[Generation | Feedback] = TypeAdapter(Record)
+
+
+class RoundMetrics(BaseModel):
+    """Figures a training round reports; optional fields are filled by the stages that ran."""
+
+    model_config = ConfigDict(extra="allow")
+
+    train_loss_before: float | None = None
+    train_loss_after: float | None = None
+    duration_s: float
+    rows: dict[str, int] = Field(default_factory=dict)
+
+
+class Manifest(BaseModel):
+    """What a checkpoint version is and how it was made; ``manifest.json`` in its folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    version: str
+    parent: str
+    base_model: str
+    created_at: datetime = Field(default_factory=utc_now)
+    record_ids: list[str] = Field(description="Feedback record ids trained on, new and replayed.")
+    new_record_ids: list[str] = Field(default_factory=list)
+    store_cursor: int = Field(ge=0, description="Byte offset of the feedback store this round read up to.")
+    config: dict[str, Any]
+    metrics: RoundMetrics
+
+
+class ActivePointer(BaseModel):
+    """The persisted choice of serving version (``checkpoints/ACTIVE``)."""
+
+    version: str
+    activated_by: str
+    activated_at: datetime = Field(default_factory=utc_now)
+    reason: str = ""
+
+
+TrainerState = Literal["idle", "training", "failed"]
+
+
+class TrainerStatus(BaseModel):
+    """The background trainer's state as shown in the UI and ``/status``."""
+
+    state: TrainerState = "idle"
+    progress: float = Field(default=0.0, ge=0.0, le=1.0)
+    message: str = ""
+    last_error: str | None = None
+    last_version: str | None = None
+    started_at: datetime | None = None
+    updated_at: datetime = Field(default_factory=utc_now)

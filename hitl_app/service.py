@@ -1,0 +1,232 @@
+"""HITLService: the one API behind both the UI and the named HTTP endpoints.
+
+It validates every request, records generations and judgements in the store (durably, before
+returning), triggers the background trainer every ``retrain_threshold`` judgements, and exposes
+status, versions, and activation. Reviewers and roles always come from the login, passed in by
+the caller from the server-side request, never from request data.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterator
+
+from .config import Settings
+from .errors import PermissionDeniedError, UserError
+from .ledger import FeedbackLedger
+from .models import ModelManager, StreamUpdate
+from .registry import Registry
+from .schema import BASE_VERSION, Feedback, Generation
+from .store import FeedbackStore
+from .worker import TrainerClient
+
+log = logging.getLogger(__name__)
+
+LOCAL_USER = "local"  # the reviewer recorded when the app runs on loopback without logins
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is making a request, as established by the login."""
+
+    username: str
+    role: str = "clinician"
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the caller may retrain and activate versions."""
+        return self.role == "admin"
+
+
+class HITLService:
+    """Ask, judge, retrain, inspect and activate.
+
+    Args:
+        settings: the app's settings.
+        store: the feedback store.
+        models: the model manager serving answers.
+        registry: the checkpoint registry.
+        trainer: the handle on the background trainer process.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: FeedbackStore,
+        models: ModelManager,
+        registry: Registry,
+        trainer: TrainerClient,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.ledger = FeedbackLedger(store)
+        self.ledger.refresh()
+        self.models = models
+        self.registry = registry
+        self.trainer = trainer
+
+    # ----- asking -----
+    def ask(self, prompt: str, caller: Caller) -> Generation:
+        """Answer a question and record the generation.
+
+        Raises:
+            UserError: the prompt is empty or too long.
+        """
+        answer = self.models.generate(prompt)
+        return self._record_generation(prompt, answer, caller)
+
+    def ask_stream(self, prompt: str, caller: Caller) -> Iterator[tuple[str, str, Generation | None]]:
+        """Stream an answer as (text so far, version, None), ending with the recorded generation.
+
+        Raises:
+            UserError: the prompt is empty or too long.
+        """
+        update: StreamUpdate
+        for update in self.models.stream(prompt):
+            if update.answer is None:
+                yield update.text, update.version, None
+            else:
+                yield update.text, update.version, self._record_generation(prompt, update.answer, caller)
+
+    def _record_generation(self, prompt: str, answer, caller: Caller) -> Generation:
+        generation = Generation(
+            reviewer=caller.username,
+            prompt=prompt,
+            system_prompt=self.models.system_prompt,
+            candidates=answer.candidates,
+            version=answer.version,
+            sampling=answer.sampling,
+            prompt_tokens=answer.prompt_tokens,
+        )
+        self.store.append(generation)
+        self.ledger.refresh()
+        return generation
+
+    # ----- judging -----
+    def accept(self, generation_id: str, caller: Caller, candidate: int = 0) -> Feedback:
+        """Record that the answer is right as it stands."""
+        return self._judge(generation_id, caller, action="accept", candidate=candidate)
+
+    def edit(self, generation_id: str, text: str, caller: Caller, candidate: int = 0) -> Feedback:
+        """Record a corrected answer.
+
+        Raises:
+            UserError: the edit is empty, or identical to the answer (accept it instead).
+        """
+        if not text or not text.strip():
+            raise UserError("the edited answer is empty")
+        gen = self.ledger.generation(generation_id)
+        self._check_candidate(gen, candidate)
+        if text.strip() == gen.candidates[candidate].strip():
+            raise UserError("the edit is identical to the answer; use Accept instead")
+        return self._judge(generation_id, caller, action="edit", candidate=candidate, text=text)
+
+    def reject(self, generation_id: str, reason: str, caller: Caller, candidate: int = 0) -> Feedback:
+        """Record that the answer is unacceptable, and why.
+
+        Raises:
+            UserError: the reason is empty.
+        """
+        if not reason or not reason.strip():
+            raise UserError("a rejection needs a reason")
+        return self._judge(generation_id, caller, action="reject", candidate=candidate, reason=reason)
+
+    def _check_candidate(self, gen: Generation, candidate: int) -> None:
+        if not 0 <= candidate < len(gen.candidates):
+            raise UserError(f"candidate {candidate} does not exist; this generation has {len(gen.candidates)}")
+
+    def _judge(self, generation_id: str, caller: Caller, **fields) -> Feedback:
+        gen = self.ledger.generation(generation_id)
+        self._check_candidate(gen, fields.get("candidate", 0))
+        feedback = Feedback(reviewer=caller.username, generation_id=gen.id, **fields)
+        self.store.append(feedback)
+        self.ledger.refresh()
+        log.info("%s: %s on %s (%s)", caller.username, feedback.action, gen.id, gen.version)
+        self._maybe_retrain()
+        return feedback
+
+    # ----- the loop -----
+    def since_last_version(self) -> int:
+        """Judgements recorded since the newest published version's training data."""
+        return self.ledger.count(after=self.registry.consumed_cursor())
+
+    def _maybe_retrain(self) -> None:
+        if self.settings.auto_retrain and self.since_last_version() >= self.settings.retrain_threshold:
+            if self.trainer.request("auto"):
+                log.info("retrain triggered after %d judgements", self.since_last_version())
+
+    def retrain(self, caller: Caller) -> dict:
+        """Start a round now (admin only).
+
+        Raises:
+            PermissionDeniedError: the caller is not an admin.
+            UserError: a round is already running.
+        """
+        self._require_admin(caller, "start a retrain")
+        if not self.trainer.request(caller.username):
+            raise UserError("a retrain is already running; wait for it to finish")
+        return {"queued": True, "requested_by": caller.username, "new_judgements": self.since_last_version()}
+
+    def activate(self, version: str, caller: Caller) -> dict:
+        """Serve ``version`` (any published version, or ``base``) from now on (admin only).
+
+        Raises:
+            PermissionDeniedError: the caller is not an admin.
+            NotFoundError: the version does not exist.
+        """
+        self._require_admin(caller, "activate a version")
+        previous = self.models.version
+        self.registry.set_active(version, by=caller.username, reason=f"activated by admin (was {previous})")
+        self.models.activate(version)
+        return {"serving_version": self.models.version, "previous_version": previous}
+
+    def _require_admin(self, caller: Caller, what: str) -> None:
+        if not caller.is_admin:
+            raise PermissionDeniedError(f"only an admin may {what}; {caller.username} is a {caller.role}")
+
+    # ----- reading -----
+    def status(self) -> dict:
+        """Serving version, feedback counts, trainer state and versions, for the UI and /status."""
+        self.ledger.refresh()
+        trainer = self.trainer.status()
+        since = self.since_last_version()
+        return {
+            "serving_version": self.models.version,
+            "feedback_total": self.ledger.count(),
+            "generations_total": self.ledger.generations_total,
+            "corrupt_lines": len(self.ledger.corrupt),
+            "since_last_version": since,
+            "retrain_threshold": self.settings.retrain_threshold,
+            "until_next_retrain": max(0, self.settings.retrain_threshold - since),
+            "auto_retrain": self.settings.auto_retrain,
+            "trainer": {
+                "state": trainer.state,
+                "progress": trainer.progress,
+                "message": trainer.message,
+                "last_error": trainer.last_error,
+                "last_version": trainer.last_version,
+            },
+            "versions": [BASE_VERSION, *self.registry.versions()],
+        }
+
+    def versions(self) -> list[dict]:
+        """One row per version with its manifest figures, newest first, the serving one marked."""
+        serving = self.models.version
+        rows = []
+        for m in reversed(self.registry.manifests()):
+            rows.append(
+                {
+                    "version": m.version,
+                    "serving": m.version == serving,
+                    "parent": m.parent,
+                    "created_at": m.created_at.isoformat(timespec="seconds"),
+                    "sft_rows": m.metrics.rows.get("sft", 0),
+                    "new_judgements": len(m.new_record_ids),
+                    "loss_before": m.metrics.train_loss_before,
+                    "loss_after": m.metrics.train_loss_after,
+                    "duration_s": m.metrics.duration_s,
+                }
+            )
+        rows.append({"version": BASE_VERSION, "serving": serving == BASE_VERSION, "parent": None})
+        return rows

@@ -1,0 +1,272 @@
+"""build_demo(service) -> gr.Blocks: the clinicians' Review tab, the Versions tab, the status
+panel, and the named API endpoints. Handlers are thin: they turn the login into a ``Caller``,
+call the service, and turn ``UserError`` into ``gr.Error``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import time
+from typing import Callable
+
+import gradio as gr
+
+from .errors import UserError
+from .service import LOCAL_USER, Caller, HITLService
+
+log = logging.getLogger(__name__)
+
+MODEL_QUEUE = "model"  # every event that generates shares one queue slot: the model is one resource
+STATUS_REFRESH_S = 2.0
+
+
+def _user_errors(fn: Callable) -> Callable:
+    """Show a ``UserError`` to the user as ``gr.Error``; anything else is logged as a defect."""
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except UserError as exc:
+                raise gr.Error(str(exc)) from exc
+
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    return wrapper
+
+
+class _Handlers:
+    """UI and API callbacks bound to one service."""
+
+    def __init__(self, service: HITLService, roles: dict[str, str]) -> None:
+        self.service = service
+        self.roles = roles
+
+    def caller(self, request: gr.Request | None) -> Caller:
+        username = getattr(request, "username", None) if request is not None else None
+        if username is None:
+            if self.roles:
+                raise UserError("not logged in")
+            # No logins configured: the app listens on loopback for one local user (--share is
+            # refused without logins), who administers it.
+            return Caller(LOCAL_USER, "admin")
+        return Caller(username, self.roles.get(username, "clinician"))
+
+    # ----- Review tab -----
+    def ask_stream(self, prompt: str, request: gr.Request):
+        caller = self.caller(request)
+        yield "", _badge("…"), None, ""
+        for text, version, generation in self.service.ask_stream(prompt, caller):
+            if generation is None:
+                yield text, _badge(version), None, gr.skip()
+            else:
+                state = {"id": generation.id, "version": generation.version}
+                yield generation.answer, _badge(generation.version), state, generation.answer
+
+    def accept(self, state: dict | None, request: gr.Request) -> str:
+        fb = self.service.accept(_current(state), self.caller(request))
+        return self._saved(fb)
+
+    def edit(self, state: dict | None, text: str, request: gr.Request) -> str:
+        fb = self.service.edit(_current(state), text, self.caller(request))
+        return self._saved(fb)
+
+    def reject(self, state: dict | None, reason: str, request: gr.Request) -> str:
+        fb = self.service.reject(_current(state), reason, self.caller(request))
+        return self._saved(fb)
+
+    def _saved(self, fb) -> str:
+        gr.Info(f"Saved: {fb.action}")
+        status = self.service.status()
+        return f"Saved {fb.action} ({fb.id[:8]}) by {fb.reviewer}. {status['until_next_retrain']} judgement(s) until the next retrain."
+
+    # ----- status panel -----
+    def status_panel(self) -> tuple[str, float]:
+        s = self.service.status()
+        t = s["trainer"]
+        lines = [
+            f"**Serving:** `{s['serving_version']}`",
+            f"**Feedback:** {s['feedback_total']} judgements ({s['since_last_version']} since the last version)",
+            f"**Next retrain:** in {s['until_next_retrain']} judgement(s)" + ("" if s["auto_retrain"] else " (auto-retrain off)"),
+            f"**Trainer:** {t['state']}" + (f" — {t['message']}" if t["message"] else ""),
+        ]
+        if t["state"] == "failed" and t["last_error"]:
+            lines.append(f"**Last error:** {t['last_error']}")
+        if s["corrupt_lines"]:
+            lines.append(f"**Store:** {s['corrupt_lines']} corrupt line(s) skipped (see the log)")
+        return "\n\n".join(lines), round(100 * t["progress"], 1)
+
+    def retrain(self, request: gr.Request, progress=gr.Progress()) -> str:
+        self.service.retrain(self.caller(request))
+        while True:
+            t = self.service.trainer.status()
+            progress(t.progress, desc=t.message or t.state)
+            if t.state != "training":
+                break
+            time.sleep(0.5)
+        if t.state == "failed":
+            raise gr.Error(f"retrain failed: {t.last_error}")
+        return t.message
+
+    # ----- Versions tab -----
+    def versions_table(self) -> tuple[list[list], gr.Dropdown]:
+        rows = self.service.versions()
+        cols = ["version", "serving", "parent", "created_at", "sft_rows", "new_judgements", "loss_before", "loss_after", "duration_s"]
+        table = [[_fmt(r.get(c)) for c in cols] for r in rows]
+        return table, gr.Dropdown(choices=[r["version"] for r in rows], value=self.service.models.version)
+
+    def activate(self, version: str, request: gr.Request) -> str:
+        result = self.service.activate(version, self.caller(request))
+        return f"Now serving {result['serving_version']} (was {result['previous_version']})."
+
+    # ----- named API endpoints (JSON in, JSON out) -----
+    def api_ask(self, prompt: str, request: gr.Request) -> dict:
+        """Ask a question; returns generation_id, answer and the version that wrote it."""
+        gen = self.service.ask(prompt, self.caller(request))
+        return {"generation_id": gen.id, "answer": gen.answer, "version": gen.version}
+
+    def api_accept(self, generation_id: str, request: gr.Request) -> dict:
+        """Accept the answer of a generation."""
+        return self._feedback_json(self.service.accept(generation_id, self.caller(request)))
+
+    def api_edit(self, generation_id: str, text: str, request: gr.Request) -> dict:
+        """Replace the answer of a generation with a corrected one."""
+        return self._feedback_json(self.service.edit(generation_id, text, self.caller(request)))
+
+    def api_reject(self, generation_id: str, reason: str, request: gr.Request) -> dict:
+        """Reject the answer of a generation, with a reason."""
+        return self._feedback_json(self.service.reject(generation_id, reason, self.caller(request)))
+
+    def api_status(self, request: gr.Request) -> dict:
+        """Serving version, feedback counts, trainer state and versions."""
+        self.caller(request)
+        return self.service.status()
+
+    def api_retrain(self, request: gr.Request) -> dict:
+        """Start a retrain now (admin)."""
+        return self.service.retrain(self.caller(request))
+
+    def api_activate(self, version: str, request: gr.Request) -> dict:
+        """Serve a version (vNNNN or base) from now on (admin)."""
+        return self.service.activate(version, self.caller(request))
+
+    def api_versions(self, request: gr.Request) -> list:
+        """Every version with its manifest figures."""
+        self.caller(request)
+        return self.service.versions()
+
+    def _feedback_json(self, fb) -> dict:
+        since = self.service.since_last_version()
+        return {
+            "saved": True,
+            "feedback_id": fb.id,
+            "generation_id": fb.generation_id,
+            "action": fb.action,
+            "reviewer": fb.reviewer,
+            "since_last_version": since,
+        }
+
+
+def _current(state: dict | None) -> str:
+    if not state or not state.get("id"):
+        raise UserError("there is no finished answer to judge yet; ask a question first")
+    return state["id"]
+
+
+def _badge(version: str) -> str:
+    return f"**Model version:** `{version}`"
+
+
+def _fmt(value) -> str | float | int | bool:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return round(value, 4)
+    return value
+
+
+def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.Blocks:
+    """The Gradio app over ``service``.
+
+    Args:
+        service: the service every handler calls.
+        roles: username -> role for logged-in users; empty when the app runs without logins.
+    """
+    h = _Handlers(service, roles or {})
+    with gr.Blocks(title="Clinician feedback loop") as demo:
+        gr.Markdown("# Clinician feedback loop\nAsk a medical question, then accept, edit or reject the answer.")
+        with gr.Row():
+            with gr.Column(scale=3):
+                with gr.Tab("Review"):
+                    badge = gr.Markdown(_badge(service.models.version), elem_id="version-badge")
+                    question = gr.Textbox(label="Question", lines=3, elem_id="question")
+                    ask_btn = gr.Button("Ask", variant="primary", elem_id="ask")
+                    answer = gr.Textbox(label="Answer", lines=8, interactive=False, elem_id="answer")
+                    current = gr.State(None)
+                    accept_btn = gr.Button("Accept", variant="primary", elem_id="accept")
+                    with gr.Accordion("Edit into a correct answer", open=True):
+                        edit_box = gr.Textbox(label="Corrected answer", lines=8, elem_id="edit-text")
+                        edit_btn = gr.Button("Save edit", elem_id="save-edit")
+                    with gr.Accordion("Reject", open=True):
+                        reason = gr.Textbox(label="Reason", lines=2, elem_id="reject-reason")
+                        reject_btn = gr.Button("Reject", variant="stop", elem_id="reject")
+                    result = gr.Textbox(label="Last action", interactive=False, elem_id="result")
+                with gr.Tab("Versions"):
+                    versions = gr.Dataframe(
+                        headers=["version", "serving", "parent", "created", "SFT rows", "new judgements", "loss before", "loss after", "seconds"],
+                        interactive=False,
+                        elem_id="versions-table",
+                    )
+                    with gr.Row():
+                        choice = gr.Dropdown(label="Version", choices=[], elem_id="version-choice")
+                        activate_btn = gr.Button("Activate / roll back", elem_id="activate")
+                        refresh_btn = gr.Button("Refresh")
+                    activate_result = gr.Textbox(label="Activation", interactive=False)
+            with gr.Column(scale=1):
+                gr.Markdown("### Status")
+                status_md = gr.Markdown(elem_id="status")
+                progress_bar = gr.Slider(0, 100, value=0, label="Training progress (%)", interactive=False)
+                retrain_btn = gr.Button("Retrain now (admin)", elem_id="retrain")
+                retrain_result = gr.Textbox(label="Retrain", interactive=False, elem_id="retrain-result")
+
+        # The named endpoints are registered first so that they, not the UI events, own the names.
+        gr.api(_user_errors(h.api_ask), api_name="ask", concurrency_id=MODEL_QUEUE, concurrency_limit=1)
+        gr.api(_user_errors(h.api_accept), api_name="accept")
+        gr.api(_user_errors(h.api_edit), api_name="edit")
+        gr.api(_user_errors(h.api_reject), api_name="reject")
+        gr.api(_user_errors(h.api_status), api_name="status")
+        gr.api(_user_errors(h.api_retrain), api_name="retrain")
+        gr.api(_user_errors(h.api_activate), api_name="activate")
+        gr.api(_user_errors(h.api_versions), api_name="versions")
+
+        private = {"api_visibility": "private"}
+        ask_event = {"concurrency_id": MODEL_QUEUE, "concurrency_limit": 1, **private}
+        ask_btn.click(_user_errors(h.ask_stream), question, [answer, badge, current, edit_box], **ask_event)
+        question.submit(_user_errors(h.ask_stream), question, [answer, badge, current, edit_box], **ask_event)
+        accept_btn.click(_user_errors(h.accept), current, result, **private)
+        edit_btn.click(_user_errors(h.edit), [current, edit_box], result, **private)
+        reject_btn.click(_user_errors(h.reject), [current, reason], result, **private)
+        retrain_btn.click(_user_errors(h.retrain), None, retrain_result, concurrency_id="retrain", **private)
+        activate_btn.click(_user_errors(h.activate), choice, activate_result, **private).then(
+            h.versions_table, None, [versions, choice], **private
+        )
+        refresh_btn.click(h.versions_table, None, [versions, choice], **private)
+
+        timer = gr.Timer(STATUS_REFRESH_S)
+        timer.tick(h.status_panel, None, [status_md, progress_bar], **private, show_progress="hidden")
+        timer.tick(lambda: _badge(service.models.version), None, badge, **private, show_progress="hidden")
+        demo.load(h.status_panel, None, [status_md, progress_bar], **private)
+        demo.load(h.versions_table, None, [versions, choice], **private)
+
+    return demo

@@ -1,0 +1,254 @@
+"""The background trainer: a separate OS process that turns new judgements into a new version.
+
+Serving and training never share a PEFT model (an adapter swap during a generation would change
+the answer mid-stream), and a crash, kill or out-of-memory in training must not take the app
+down. So the trainer is its own process with its own copy of the base model and few CPU threads.
+It reports through ``checkpoints/trainer_status.json``; the app reads that file and watches the
+process, so a trainer that dies is shown as failed and restarted on the next trigger.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+from .config import Settings
+from .examples import build_rows
+from .files import atomic_write_text
+from .ledger import FeedbackLedger
+from .registry import Registry
+from .schema import BASE_VERSION, Manifest, RoundMetrics, TrainerStatus, utc_now
+from .store import FeedbackStore
+from .trainer import TrainConfig, attach_adapter, train_sft
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "trainer_status.json"
+FAULT_ENV = "HITL_TRAINER_FAULT"  # test hook: exception | oom | kill, injected at the start of training
+
+
+class StatusFile:
+    """The trainer's status, shared between processes through one atomically replaced file."""
+
+    def __init__(self, checkpoints_dir: Path) -> None:
+        self.path = Path(checkpoints_dir) / STATUS_FILE
+
+    def read(self) -> TrainerStatus:
+        """The last written status; idle if none was written or the file is unreadable."""
+        try:
+            return TrainerStatus.model_validate_json(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return TrainerStatus()
+        except ValueError as exc:
+            log.error("unreadable trainer status %s: %s", self.path, exc)
+            return TrainerStatus(state="failed", last_error=f"unreadable status file: {exc}")
+
+    def write(self, **changes) -> TrainerStatus:
+        """Update some fields of the status and persist it."""
+        status = self.read().model_copy(update={**changes, "updated_at": utc_now()})
+        atomic_write_text(self.path, status.model_dump_json(indent=2))
+        return status
+
+
+class RoundRunner:
+    """Runs training rounds in the current process (the trainer process, or a test).
+
+    Args:
+        settings: the app's settings (LoRA, optimiser, replay, storage).
+        base_source: folder or hub id of the base model.
+    """
+
+    def __init__(self, settings: Settings, base_source: str) -> None:
+        self.settings = settings
+        self.base_source = base_source
+        self.registry = Registry(settings.checkpoints_dir)
+        self.ledger = FeedbackLedger(FeedbackStore(settings.feedback_dir))
+        self.status = StatusFile(settings.checkpoints_dir)
+        self.cfg = TrainConfig.from_settings(settings)
+        self._base = None
+        self._tokenizer = None
+
+    def _load(self):
+        from .base_model import LoadOptions, load_base, load_tokenizer
+
+        if self._base is None:
+            options = LoadOptions(device=self.cfg.device, load_in_4bit=self.settings.load_in_4bit)
+            self._tokenizer = load_tokenizer(self.base_source)
+            self._base = load_base(self.base_source, options)
+        return self._base, self._tokenizer
+
+    def run(self, requested_by: str) -> str | None:
+        """Train one round on the judgements since the last version; publish and activate it.
+
+        Returns:
+            The new version's name, or None when there was nothing new to train on.
+        """
+        started = time.perf_counter()
+        self.ledger.refresh()
+        cursor = self.registry.consumed_cursor()
+        new = self.ledger.judgements(after=cursor)
+        older = [j for j in self.ledger.judgements() if j.offset < cursor]
+        rows = build_rows(new, older, self.settings.replay_size, self.settings.seed + len(self.registry.versions()))
+        if not rows.sft:
+            self.status.write(state="idle", progress=0.0, message=f"nothing to train: {len(new)} new judgement(s), no accepted or edited answers")
+            return None
+        parent = self.registry.active().version
+        self.status.write(progress=0.02, message=f"loading the base model for {len(rows.sft)} rows")
+        base, tokenizer = self._load()
+        _inject_fault()
+        model = attach_adapter(base, None if parent == BASE_VERSION else self.registry.adapter_dir(parent), self.cfg)
+        staging = self.registry.staging_dir()
+        try:
+            result = train_sft(model, tokenizer, rows.sft, self.cfg, staging, progress=self._progress)
+            manifest = Manifest(
+                version="pending",
+                parent=parent,
+                base_model=str(self.base_source),
+                record_ids=rows.record_ids,
+                new_record_ids=rows.new_record_ids,
+                store_cursor=self.ledger.cursor,
+                config={**self.cfg.to_dict(), "replay_size": self.settings.replay_size, "requested_by": requested_by},
+                metrics=RoundMetrics(
+                    train_loss_before=result.loss_before,
+                    train_loss_after=result.loss_after,
+                    duration_s=round(time.perf_counter() - started, 2),
+                    rows=rows.counts,
+                    sft_steps=result.steps,
+                ),
+            )
+            version = self.registry.publish(staging, manifest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            # Strip the LoRA layers so the next round starts from the clean base without a reload.
+            self._base = model.unload()
+        self.registry.set_active(version, by="trainer", reason=f"trained on {len(new)} new judgement(s)")
+        return version
+
+    def _progress(self, fraction: float, message: str) -> None:
+        self.status.write(progress=round(min(0.99, 0.05 + 0.94 * fraction), 3), message=message)
+
+
+def _inject_fault() -> None:
+    fault = os.environ.get(FAULT_ENV, "")
+    if fault == "exception":
+        raise RuntimeError("injected trainer fault")
+    if fault == "oom":
+        import torch
+
+        raise torch.OutOfMemoryError("injected out-of-memory in the trainer")
+    if fault == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def worker_main(settings_json: str, base_source: str, jobs) -> None:
+    """Entry point of the trainer process: serve training requests from ``jobs`` until ``None``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s trainer %(levelname)s %(name)s: %(message)s")
+    settings = Settings.model_validate_json(settings_json)
+    import torch
+
+    # Answers must stay responsive while training: few threads, and a lower CPU priority.
+    torch.set_num_threads(settings.trainer_threads)
+    os.nice(10)
+    runner = RoundRunner(settings, base_source)
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        runner.status.write(state="training", progress=0.01, message="starting", started_at=utc_now(), last_error=None)
+        try:
+            version = runner.run(job["requested_by"])
+        except Exception as exc:
+            log.exception("training round failed")
+            runner.status.write(state="failed", message="training failed", last_error=f"{type(exc).__name__}: {exc}")
+            continue
+        if version is not None:
+            runner.status.write(state="idle", progress=1.0, message=f"published {version}", last_version=version)
+
+
+class TrainerClient:
+    """The app's handle on the trainer process: start it, send requests, read its status.
+
+    Args:
+        settings: the app's settings, passed to the process.
+        base_source: folder or hub id of the base model.
+    """
+
+    def __init__(self, settings: Settings, base_source: str) -> None:
+        self.settings = settings
+        self.base_source = base_source
+        self.status_file = StatusFile(settings.checkpoints_dir)
+        self._ctx = mp.get_context("spawn")
+        self._proc = None
+        self._jobs = None
+        self._lock = threading.Lock()
+        previous = self.status_file.read()
+        if previous.state == "training":
+            self.status_file.write(
+                state="failed", last_error="the previous round was interrupted when the app stopped; it will be retried"
+            )
+
+    def _ensure_process(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            return
+        self._jobs = self._ctx.Queue()
+        self._proc = self._ctx.Process(
+            target=worker_main,
+            args=(self.settings.model_dump_json(), self.base_source, self._jobs),
+            name="hitl-trainer",
+            daemon=True,
+        )
+        self._proc.start()
+        log.info("trainer process started (pid %d)", self._proc.pid)
+
+    def start(self) -> None:
+        """Start the trainer process now, so its imports are warm before the first round."""
+        with self._lock:
+            self._ensure_process()
+
+    def status(self) -> TrainerStatus:
+        """The trainer's status, marked failed if its process died mid-round."""
+        status = self.status_file.read()
+        proc = self._proc
+        if status.state == "training" and proc is not None and not proc.is_alive():
+            code = proc.exitcode
+            why = "killed" if code is not None and code < 0 else "exited"
+            status = self.status_file.write(
+                state="failed",
+                last_error=f"trainer process {why} (exit code {code}) during the round; serving continues, the next trigger retries",
+            )
+        return status
+
+    def busy(self) -> bool:
+        """Whether a round is queued or running."""
+        return self.status().state == "training"
+
+    def request(self, requested_by: str) -> bool:
+        """Queue a training round unless one is already running. Returns whether it was queued."""
+        with self._lock:
+            if self.busy():
+                return False
+            self._ensure_process()
+            self.status_file.write(
+                state="training", progress=0.0, message=f"queued by {requested_by}", started_at=utc_now(), last_error=None
+            )
+            self._jobs.put({"requested_by": requested_by})
+            return True
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Ask the trainer process to finish and wait for it (terminate if it does not)."""
+        with self._lock:
+            if self._proc is None:
+                return
+            if self._proc.is_alive():
+                self._jobs.put(None)
+                self._proc.join(timeout_s)
+                if self._proc.is_alive():
+                    self._proc.terminate()
+                    self._proc.join(2)
+            self._proc = None
