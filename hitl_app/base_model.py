@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
+
 from .errors import UserError
 from .files import atomic_write_text, fsync_dir
 
@@ -67,6 +69,17 @@ def ensure_embedded_base(base_dir: Path) -> Path:
     if (base_dir / "manifest.json").is_file():
         return base_dir
     gguf = embedded_gguf_path()
+    base_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Two processes starting at once (the app and a benchmark, say) must not convert into the
+    # same folder together: the second waits, then finds the finished conversion.
+    with FileLock(str(base_dir) + ".lock"):
+        if (base_dir / "manifest.json").is_file():
+            return base_dir
+        _convert(gguf, base_dir)
+    return base_dir
+
+
+def _convert(gguf: Path, base_dir: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -97,7 +110,6 @@ def ensure_embedded_base(base_dir: Path) -> Path:
     tmp.rename(base_dir)
     fsync_dir(base_dir.parent)
     log.info("converted the embedded model in %.1f s", time.perf_counter() - started)
-    return base_dir
 
 
 def base_name(base_dir: Path) -> str:

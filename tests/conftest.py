@@ -1,0 +1,120 @@
+"""Shared fixtures: a tiny Llama + tokenizer built in memory, settings pointed at tmp_path.
+
+No test downloads anything. The tiny base is a 2-layer, 32-wide Llama with a byte-level BPE
+tokenizer trained on a few medical sentences and a ChatML chat template, so every code path
+(chat template, LoRA on all projections, TRL, hot-swap) runs as it does on the real model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CORPUS = [
+    "What is the first-line treatment for hypertension in adults?",
+    "Paracetamol 500 mg every 6 hours, at most 4 g a day.",
+    "Sudden chest pain needs urgent assessment: call emergency services.",
+    "Asthma is treated with inhaled corticosteroids and a reliever inhaler.",
+    "You are a careful medical assistant helping clinicians.",
+    "Stroke signs: face drooping, arm weakness, speech difficulty.",
+] * 4
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: uses the real embedded model (SmolLM2-135M); runs in make test")
+
+
+def build_tiny_base(path: Path, seed: int = 0) -> Path:
+    """Write a tiny Llama and its tokenizer to ``path`` and return it."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    tokenizer.chat_template = CHATML
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder of the tiny base model (built once per session)."""
+    return build_tiny_base(tmp_path_factory.mktemp("tiny-base"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test in its own folder with no HITL_* settings leaking in from the environment."""
+    for key in list(os.environ):
+        if key.startswith("HITL_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, tiny_base: Path):
+    """Build Settings on the tiny model, with data under tmp_path; keyword arguments override."""
+    from hitl_app.config import Settings
+
+    def make(**overrides) -> Settings:
+        values = {
+            "base_model": str(tiny_base),
+            "feedback_dir": tmp_path / "feedback",
+            "checkpoints_dir": tmp_path / "checkpoints",
+            "device": "cpu",
+            "max_new_tokens": 8,
+            "temperature": 0.0,
+            "retrain_threshold": 3,
+            "learning_rate": 5e-3,
+            "lora_r": 4,
+            "lora_alpha": 8,
+            "max_seq_length": 256,
+            "trainer_threads": 1,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def embedded_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real embedded model in checkpoints/base, converted there on first use as `make run` does."""
+    from hitl_app.base_model import ensure_embedded_base
+
+    return ensure_embedded_base(REPO / "checkpoints" / "base")

@@ -1,0 +1,201 @@
+"""The named API endpoints, driven through gradio_client with logins, on the tiny model.
+
+One app (server, model manager, trainer process) serves the whole module, as in production.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client
+
+from tests.conftest import REPO
+
+ADMIN = ("admin", "admin-pw")
+CLINICIAN = ("drlee", "lee-pw")
+ENDPOINTS = ["ask", "accept", "edit", "reject", "status", "retrain", "activate", "versions"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path):
+    from hitl_app.app import create_service, launch
+    from hitl_app.config import Settings
+
+    root = tmp_path_factory.mktemp("api")
+    settings = Settings(
+        base_model=str(tiny_base),
+        feedback_dir=root / "feedback",
+        checkpoints_dir=root / "checkpoints",
+        device="cpu",
+        max_new_tokens=8,
+        temperature=0.0,
+        retrain_threshold=3,
+        learning_rate=5e-3,
+        lora_r=4,
+        lora_alpha=8,
+        max_seq_length=256,
+        port=_free_port(),
+        auth=[f"{ADMIN[0]}:{ADMIN[1]}:admin", f"{CLINICIAN[0]}:{CLINICIAN[1]}"],
+    )
+    running = launch(settings, create_service(settings), prevent_thread_lock=True)
+    running.url = f"http://127.0.0.1:{settings.port}/"
+    yield running
+    running.close()
+
+
+def _client(app, auth=CLINICIAN) -> Client:
+    return Client(app.url, auth=auth, verbose=False)
+
+
+def _store_lines(app) -> int:
+    path = app.service.store.path
+    return len(path.read_bytes().splitlines()) if path.exists() else 0
+
+
+def _wait_for(predicate, timeout_s: float = 120.0, every_s: float = 0.5):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+@pytest.mark.parametrize("name", ENDPOINTS)
+def test_endpoints_refuse_requests_without_login(app, name: str) -> None:
+    base = app.url.rstrip("/")
+    assert httpx.post(f"{base}/gradio_api/call/{name}", json={"data": []}).status_code == 401
+    assert httpx.post(f"{base}/gradio_api/queue/join", json={"data": [], "fn_index": 0}).status_code == 401
+    assert httpx.get(f"{base}/gradio_api/info").status_code == 401
+
+
+def test_wrong_password_is_refused(app) -> None:
+    with pytest.raises(ValueError, match="Could not login"):
+        Client(app.url, auth=(CLINICIAN[0], "wrong"), verbose=False)
+
+
+def test_named_endpoints_are_exactly_the_documented_ones(app) -> None:
+    named = _client(app).view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert sorted(named) == sorted(f"/{n}" for n in ENDPOINTS)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "args", "message"),
+    [
+        ("/ask", ("   ",), "empty"),
+        ("/ask", ("word " * 600,), "tokens"),
+        ("/accept", ("no-such-generation",), "unknown generation"),
+        ("/reject", ("no-such-generation", "wrong"), "unknown generation"),
+        ("/activate", ("v0099",), "admin"),
+        ("/retrain", (), "admin"),
+    ],
+)
+def test_bad_input_gets_a_specific_error_and_stores_nothing(app, endpoint, args, message) -> None:
+    client = _client(app)
+    before = _store_lines(app)
+    with pytest.raises(Exception, match=message):
+        client.predict(*args, api_name=endpoint)
+    assert _store_lines(app) == before
+
+
+def test_bad_judgements_on_a_real_generation_store_nothing(app) -> None:
+    from hitl_app.schema import Generation, Sampling
+
+    client = _client(app)
+    # A generation with a known answer, so an edit identical to it can be tried.
+    known = Generation(
+        reviewer=CLINICIAN[0],
+        prompt="What is asthma?",
+        candidates=["A chronic inflammatory disease of the airways."],
+        version="base",
+        sampling=Sampling(do_sample=False, temperature=0.0, top_p=1.0, max_new_tokens=8),
+        prompt_tokens=10,
+    )
+    app.service.store.append(known)
+    before = _store_lines(app)
+    for endpoint, args, message in [
+        ("/edit", (known.id, "  "), "empty"),
+        ("/edit", (known.id, " A chronic inflammatory disease of the airways. "), "identical"),
+        ("/reject", (known.id, ""), "reason"),
+    ]:
+        with pytest.raises(Exception, match=message):
+            client.predict(*args, api_name=endpoint)
+    assert _store_lines(app) == before
+    admin = _client(app, ADMIN)
+    with pytest.raises(Exception, match="unknown version 'v0099'; available versions: base"):
+        admin.predict("v0099", api_name="/activate")
+
+
+def test_judgements_retrain_and_the_next_answer_carries_the_new_version(app) -> None:
+    client = _client(app)
+    status = client.predict(api_name="/status")
+    start_versions = status["versions"]
+    needed = status["until_next_retrain"]
+    assert needed >= 1
+    for i in range(needed):
+        gen = client.predict(f"What is the first-line treatment for hypertension? ({i})", api_name="/ask")
+        assert gen["version"] == status["serving_version"]
+        if i % 2:
+            saved = client.predict(gen["generation_id"], api_name="/accept")
+        else:
+            saved = client.predict(gen["generation_id"], "Start a thiazide or an ACE inhibitor.", api_name="/edit")
+        assert saved["saved"] is True
+        # The reviewer is the login, never something the client could send.
+        assert saved["reviewer"] == CLINICIAN[0]
+
+    status = _wait_for(lambda: (s := client.predict(api_name="/status"))["serving_version"] != "base" and s)
+    assert status["trainer"]["state"] == "idle", status["trainer"]
+    new_version = status["serving_version"]
+    assert new_version not in start_versions and new_version in status["versions"]
+    assert status["since_last_version"] == 0
+    assert client.predict("What is asthma?", api_name="/ask")["version"] == new_version
+
+    rows = client.predict(api_name="/versions")
+    newest = rows[0]
+    assert newest["version"] == new_version and newest["serving"] is True
+    assert newest["sft_rows"] == needed and newest["parent"] == "base"
+
+    records = [json.loads(line) for line in app.service.store.path.read_text().splitlines()]
+    assert {r["reviewer"] for r in records} == {CLINICIAN[0]}
+
+    # Roll back to base and forward again; the answers follow.
+    admin = _client(app, ADMIN)
+    assert admin.predict("base", api_name="/activate")["serving_version"] == "base"
+    assert client.predict("What is asthma?", api_name="/ask")["version"] == "base"
+    assert admin.predict(new_version, api_name="/activate")["serving_version"] == new_version
+    assert app.service.registry.active().activated_by == ADMIN[0]
+
+
+def test_manual_retrain_by_admin(app) -> None:
+    client, admin = _client(app), _client(app, ADMIN)
+    gen = client.predict("Signs of a stroke?", api_name="/ask")
+    client.predict(gen["generation_id"], "Face drooping, arm weakness, speech difficulty: call 911.", api_name="/edit")
+    versions_before = client.predict(api_name="/status")["versions"]
+    queued = admin.predict(api_name="/retrain")
+    assert queued["queued"] is True and queued["requested_by"] == ADMIN[0]
+    status = _wait_for(lambda: (s := client.predict(api_name="/status"))["trainer"]["state"] != "training" and s)
+    assert status["trainer"]["state"] == "idle", status["trainer"]
+    assert len(status["versions"]) == len(versions_before) + 1
+
+
+def test_share_without_credentials_refuses_to_start() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "--share"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert "--share" in proc.stderr and "--auth" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,73 @@
+"""End to end on the real embedded model (SmolLM2-135M-Instruct): clinicians' edits teach it.
+
+Four edits with a distinctive answer trigger a retrain in the trainer process; v0001 is then
+served, and the clinicians' answers are more likely under v0001 than under the base.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from hitl_app.examples import prompt_messages
+from hitl_app.scoring import completion_logprob
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = [
+    "What should a patient with sudden crushing chest pain do?",
+    "How should a suspected stroke be handled at home?",
+    "What is the first step for a child with anaphylaxis after a bee sting?",
+    "What should someone do if they suddenly cannot breathe properly?",
+]
+DISTINCTIVE = "RED FLAG PROTOCOL: call emergency services now, stay with the patient, and note the time symptoms began."
+
+
+def test_edits_on_the_embedded_model_raise_the_logprob_of_the_edited_answers(
+    embedded_base: Path, tmp_path: Path
+) -> None:
+    from hitl_app.app import create_service
+    from hitl_app.config import Settings
+    from hitl_app.service import Caller
+
+    settings = Settings(
+        base_model=str(embedded_base),
+        feedback_dir=tmp_path / "feedback",
+        checkpoints_dir=tmp_path / "checkpoints",
+        device="cpu",
+        retrain_threshold=len(QUESTIONS),
+        max_new_tokens=16,
+    )
+    service = create_service(settings)
+    try:
+        caller = Caller("dr-test", "clinician")
+        generations = []
+        for question in QUESTIONS:
+            gen = service.ask(question, caller)
+            assert gen.version == "base"
+            service.edit(gen.id, DISTINCTIVE, caller)
+            generations.append(gen)
+
+        deadline = time.monotonic() + 300
+        while service.models.version != "v0001":
+            trainer = service.trainer.status()
+            assert trainer.state != "failed", trainer.last_error
+            assert time.monotonic() < deadline, f"v0001 not served in time; trainer: {trainer}"
+            time.sleep(0.5)
+        assert service.ask("Is aspirin safe in pregnancy?", caller).version == "v0001"
+
+        manifest = service.registry.manifest("v0001")
+        assert manifest.parent == "base" and manifest.metrics.rows["sft"] == len(QUESTIONS)
+        assert manifest.metrics.train_loss_after < manifest.metrics.train_loss_before
+
+        model, tokenizer = service.models.model, service.models.tokenizer
+        tuned = [completion_logprob(model, tokenizer, prompt_messages(g), DISTINCTIVE) for g in generations]
+        with model.disable_adapter():
+            base = [completion_logprob(model, tokenizer, prompt_messages(g), DISTINCTIVE) for g in generations]
+        mean_tuned, mean_base = sum(tuned) / len(tuned), sum(base) / len(base)
+        assert mean_tuned > mean_base, (mean_tuned, mean_base)
+    finally:
+        service.models.close()
+        service.trainer.stop()
