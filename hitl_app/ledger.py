@@ -85,6 +85,16 @@ class FeedbackLedger:
         with self._lock:
             return [j for j in self._judgements if j.offset >= after]
 
+    def find_same(self, feedback: Feedback) -> Feedback | None:
+        """An already stored judgement identical to ``feedback`` (same reviewer, generation,
+        action, candidate, text and reason), if any: a double-submit, not a new judgement."""
+        key = _judgement_key(feedback)
+        with self._lock:
+            for j in reversed(self._judgements):
+                if j.feedback.generation_id == feedback.generation_id and _judgement_key(j.feedback) == key:
+                    return j.feedback
+        return None
+
     def count(self, after: int = 0) -> int:
         """How many judgements start at or after ``after``."""
         with self._lock:
@@ -94,3 +104,7 @@ class FeedbackLedger:
     def generations_total(self) -> int:
         """How many generations are indexed."""
         return len(self._generations)
+
+
+def _judgement_key(fb: Feedback) -> tuple:
+    return (fb.reviewer, fb.generation_id, fb.action, fb.candidate, fb.text, fb.reason)

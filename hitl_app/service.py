@@ -140,6 +140,11 @@ class HITLService:
         gen = self.ledger.generation(generation_id)
         self._check_candidate(gen, fields.get("candidate", 0))
         feedback = Feedback(reviewer=caller.username, generation_id=gen.id, **fields)
+        previous = self.ledger.find_same(feedback)
+        if previous is not None:
+            # A double-click or a retried request: acknowledge the stored record, store nothing.
+            log.info("%s: repeated %s on %s ignored", caller.username, feedback.action, gen.id)
+            return previous
         self.store.append(feedback)
         self.ledger.refresh()
         log.info("%s: %s on %s (%s)", caller.username, feedback.action, gen.id, gen.version)

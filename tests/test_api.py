@@ -180,11 +180,28 @@ def test_judgements_retrain_and_the_next_answer_carries_the_new_version(app) -> 
     assert app.service.registry.active().activated_by == ADMIN[0]
 
 
-def test_manual_retrain_by_admin(app) -> None:
+def test_a_double_submitted_judgement_is_stored_once(app) -> None:
+    client = _client(app)
+    gen = client.predict("What is a normal resting heart rate?", api_name="/ask")
+    first = client.predict(gen["generation_id"], "Too vague.", api_name="/reject")
+    before = _store_lines(app)
+    again = client.predict(gen["generation_id"], "Too vague.", api_name="/reject")
+    assert again["feedback_id"] == first["feedback_id"]
+    assert _store_lines(app) == before
+    # A different judgement of the same answer is a new record.
+    other = client.predict(gen["generation_id"], "Also missing units.", api_name="/reject")
+    assert other["feedback_id"] != first["feedback_id"] and _store_lines(app) == before + 1
+
+
+def test_manual_retrain_by_admin_with_auto_retrain_off(app, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app.service.settings, "auto_retrain", False)
     client, admin = _client(app), _client(app, ADMIN)
+    _wait_for(lambda: client.predict(api_name="/status")["trainer"]["state"] != "training")
     gen = client.predict("Signs of a stroke?", api_name="/ask")
     client.predict(gen["generation_id"], "Face drooping, arm weakness, speech difficulty: call 911.", api_name="/edit")
-    versions_before = client.predict(api_name="/status")["versions"]
+    status = client.predict(api_name="/status")
+    assert status["trainer"]["state"] != "training" and status["since_last_version"] >= 1
+    versions_before = status["versions"]
     queued = admin.predict(api_name="/retrain")
     assert queued["queued"] is True and queued["requested_by"] == ADMIN[0]
     status = _wait_for(lambda: (s := client.predict(api_name="/status"))["trainer"]["state"] != "training" and s)
