@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -192,8 +192,9 @@ def _read_auth_file(path: Path) -> list[User]:
     for i, entry in enumerate(entries):
         try:
             users.append(User.model_validate(entry))
-        except Exception as exc:  # pydantic's ValidationError, reworded for the file's author
-            raise ValueError(f"--auth-file {path}: user #{i + 1} is invalid: {exc}") from exc
+        except ValidationError as exc:  # reworded for the file's author, without the entry: it holds a password
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"--auth-file {path}: user #{i + 1} is invalid: {problems}") from exc
     return users
 
 
