@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
+from typing import Callable
 
 import gradio as gr
 
@@ -44,16 +46,28 @@ def base_source(settings: Settings, registry: Registry) -> str:
     return str(ensure_embedded_base(registry.base_dir))
 
 
+def serve_threads_policy(settings: Settings, trainer: TrainerClient) -> Callable[[], int] | None:
+    """How many CPU threads the next answer may use.
+
+    A fixed ``--serve-threads`` is used as given. With 0 (the default) an answer uses every core
+    while the trainer is idle, and leaves the trainer's cores alone while it trains: on a small
+    machine two processes competing for the same cores slow answers several-fold.
+    """
+    if settings.serve_threads:
+        return lambda: settings.serve_threads
+    if settings.resolved_device() != "cpu":
+        return None
+    cores = os.cpu_count() or 1
+    sharing = max(1, cores - settings.trainer_threads)
+    return lambda: sharing if trainer.busy() else cores
+
+
 def create_service(settings: Settings) -> HITLService:
     """Load the model and build the service; the trainer process is started and warm.
 
     Raises:
         ModelWheelMissing: the embedded model is needed but not installed.
     """
-    import torch
-
-    if settings.serve_threads:
-        torch.set_num_threads(settings.serve_threads)
     registry = Registry(settings.checkpoints_dir)
     registry.clean_staging()
     source = base_source(settings, registry)
@@ -71,6 +85,7 @@ def create_service(settings: Settings) -> HITLService:
     models = ModelManager.wrap(base, tokenizer, registry, sampling, settings.system_prompt or None, lora)
     models.watch()
     trainer = TrainerClient(settings, source)
+    models.threads_policy = serve_threads_policy(settings, trainer)
     trainer.start()
     store = FeedbackStore(settings.feedback_dir)
     return HITLService(settings, store, models, registry, trainer)

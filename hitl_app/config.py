@@ -20,6 +20,7 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 Role = Literal["admin", "clinician"]
+MAX_CANDIDATES = 4
 ROLES: tuple[str, ...] = ("admin", "clinician")
 
 
@@ -71,7 +72,10 @@ class Settings(BaseSettings):
     temperature: float = Field(0.7, description="Sampling temperature; 0 means greedy decoding.")
     top_p: float = Field(0.9, description="Nucleus sampling threshold.")
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="System message put before every question.")
-    serve_threads: int = Field(0, description="CPU threads for answering (0: torch's default).")
+    candidates: int = Field(2, description=f"Candidate answers per question, sampled in one batched call (1..{MAX_CANDIDATES}).")
+    serve_threads: int = Field(
+        0, description="CPU threads for answering (0: all cores, minus the trainer's while it trains)."
+    )
 
     # --- storage ---
     feedback_dir: Path = Field(Path("feedback"), description="Where feedback.jsonl lives.")
@@ -88,6 +92,11 @@ class Settings(BaseSettings):
     num_epochs: float = Field(1.0, description="Epochs over each round's rows.")
     train_batch_size: int = Field(4, description="Rows per optimisation step.")
     max_seq_length: int = Field(1024, description="Longest training row, in tokens.")
+    train_method: Literal["auto", "sft", "dpo", "kto"] = Field(
+        "auto",
+        description="Preference stage after SFT: auto (DPO when there are pairs, else KTO), dpo, kto, or sft (none).",
+    )
+    beta: float = Field(0.1, description="DPO/KTO beta: how far the policy may move from the reference (base).")
     trainer_threads: int = Field(1, description="CPU threads the trainer may use, so answers stay responsive.")
     seed: int = Field(0, description="Seed for training and the replay sample.")
 
@@ -102,6 +111,12 @@ class Settings(BaseSettings):
             problems.append(f"--port must be between 1 and 65535 (got {self.port})")
         if self.max_new_tokens < 1:
             problems.append(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
+        if not 1 <= self.candidates <= MAX_CANDIDATES:
+            problems.append(f"--candidates must be between 1 and {MAX_CANDIDATES} (got {self.candidates})")
+        if self.candidates > 1 and self.temperature == 0:
+            problems.append("--candidates above 1 needs sampling (--temperature > 0): greedy candidates would be identical")
+        if self.beta <= 0:
+            problems.append(f"--beta must be positive (got {self.beta})")
         if self.temperature < 0:
             problems.append(f"--temperature must be 0 or more (got {self.temperature})")
         if not 0 < self.top_p <= 1:

@@ -87,7 +87,7 @@ class FeedbackLedger:
 
     def find_same(self, feedback: Feedback) -> Feedback | None:
         """An already stored judgement identical to ``feedback`` (same reviewer, generation,
-        action, candidate, text and reason), if any: a double-submit, not a new judgement."""
+        action, candidate, text, reason and ranking), if any: a double-submit, not a new judgement."""
         key = _judgement_key(feedback)
         with self._lock:
             for j in reversed(self._judgements):
@@ -107,4 +107,5 @@ class FeedbackLedger:
 
 
 def _judgement_key(fb: Feedback) -> tuple:
-    return (fb.reviewer, fb.generation_id, fb.action, fb.candidate, fb.text, fb.reason)
+    ranking = tuple(map(tuple, fb.ranking)) if fb.ranking is not None else None
+    return (fb.reviewer, fb.generation_id, fb.action, fb.candidate, fb.text, fb.reason, ranking)

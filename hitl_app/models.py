@@ -11,10 +11,11 @@ and half by another, and every answer is tagged with the version that wrote it.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -42,11 +43,16 @@ class Answer:
 
 @dataclass(frozen=True)
 class StreamUpdate:
-    """Text so far of a streamed answer; ``answer`` is set on the last update only."""
+    """Text so far of each streamed candidate; ``answer`` is set on the last update only."""
 
-    text: str
+    texts: list[str]
     version: str
     answer: Answer | None = None
+
+    @property
+    def text(self) -> str:
+        """The first (or only) candidate's text so far."""
+        return self.texts[0]
 
 
 @dataclass
@@ -66,6 +72,62 @@ class _StopOnEvent:
 
     def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+_END = object()
+
+
+class CandidateStreamer:
+    """A transformers streamer for a batch of candidates sampled in one ``generate`` call.
+
+    ``generate`` first puts the (expanded) prompt as a (K, T) tensor, then one (K,) tensor of new
+    tokens per step; finished rows receive padding, which decoding skips. Each step queues a
+    snapshot of all K texts, and the reader takes only the newest snapshot, so a slow reader
+    never falls behind generation. (transformers' TextIteratorStreamer handles batch size 1 only.)
+
+    Args:
+        tokenizer: decodes the new tokens.
+        k: how many candidates the batch holds.
+        timeout_s: how long the reader waits for the next step before giving up.
+    """
+
+    def __init__(self, tokenizer, k: int, timeout_s: float = 600.0) -> None:
+        self.tokenizer = tokenizer
+        self.tokens: list[list[int]] = [[] for _ in range(k)]
+        self.timeout_s = timeout_s
+        self._queue: queue.Queue = queue.Queue()
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        """Receive the prompt (skipped) or one step's new tokens."""
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        for row, token in zip(self.tokens, value.reshape(len(self.tokens), -1).tolist()):
+            row.extend(token)
+        texts = self.tokenizer.batch_decode(self.tokens, skip_special_tokens=True)
+        # A multi-byte character split across tokens decodes to U+FFFD until its last byte arrives.
+        self._queue.put([t[:-1] if t.endswith("\ufffd") else t for t in texts])
+
+    def end(self) -> None:
+        """Mark the end of generation (also called when generation fails)."""
+        self._queue.put(_END)
+
+    def __iter__(self) -> Iterator[list[str]]:
+        while True:
+            item = self._queue.get(timeout=self.timeout_s)
+            while item is not _END:  # skip to the newest snapshot
+                try:
+                    newer = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if newer is _END:
+                    yield item
+                    return
+                item = newer
+            if item is _END:
+                return
+            yield item
 
 
 class ModelManager:
@@ -88,6 +150,7 @@ class ModelManager:
         self._lock = threading.Lock()
         self._version = BASE_VERSION
         self._adapter = _SLOT
+        self.threads_policy: Callable[[], int] | None = None  # CPU threads for the next answer
         self._watcher: threading.Thread | None = None
         self._stop_watch = threading.Event()
         self.context_length = int(getattr(model.config, "max_position_embeddings", 2048))
@@ -239,10 +302,13 @@ class ModelManager:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
         return kwargs
 
-    def _run(self, inputs, sampling: Sampling, k: int, stop: threading.Event, streamer=None) -> Answer:
+    def _run(self, inputs, sampling: Sampling, k: int, stop: threading.Event, streamer=None, tag=None) -> Answer:
         started = time.perf_counter()
         with self._lock:
             version = self._version
+            if tag is not None:
+                tag["version"] = version  # read by stream(): its updates carry the version writing them
+            self._apply_threads()
             kwargs = self._generate_kwargs(inputs, sampling, k, stop, streamer)
             with torch.inference_mode():
                 if version == BASE_VERSION:
@@ -256,6 +322,14 @@ class ModelManager:
         new_tokens = int((new != self.tokenizer.pad_token_id).sum().item())
         return Answer(texts, version, sampling, int(prompt_len), new_tokens, time.perf_counter() - started)
 
+    def _apply_threads(self) -> None:
+        # Called under the lock: torch's thread count is process-wide, and only one answer runs.
+        if self.threads_policy is None:
+            return
+        wanted = self.threads_policy()
+        if wanted != torch.get_num_threads():
+            torch.set_num_threads(wanted)
+
     def generate(self, prompt: str, k: int = 1, sampling: Sampling | None = None) -> Answer:
         """Answer a question with ``k`` candidates sampled in one batched ``generate`` call.
 
@@ -266,41 +340,38 @@ class ModelManager:
         inputs = self.encode(prompt, sampling)
         return self._run(inputs, sampling, k, threading.Event())
 
-    def stream(self, prompt: str, sampling: Sampling | None = None) -> Iterator[StreamUpdate]:
-        """Stream one answer; the last update carries the finished ``Answer``.
+    def stream(self, prompt: str, k: int = 1, sampling: Sampling | None = None) -> Iterator[StreamUpdate]:
+        """Stream ``k`` candidates sampled in one batched call; the last update carries the ``Answer``.
 
-        Generation runs in its own thread, which holds the model lock for the whole answer. If
+        Generation runs in its own thread, which holds the model lock for the whole batch. If
         the reader stops early, generation is stopped before the lock is released.
 
         Raises:
             UserError: the prompt is empty or too long (before anything is generated).
         """
-        from transformers import TextIteratorStreamer
-
         sampling = sampling or self.sampling
         inputs = self.encode(prompt, sampling)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        streamer = CandidateStreamer(self.tokenizer, k)
         stop = threading.Event()
         outcome: dict = {}
 
         def produce() -> None:
             try:
-                outcome["answer"] = self._run(inputs, sampling, 1, stop, streamer)
+                outcome["answer"] = self._run(inputs, sampling, k, stop, streamer, tag=outcome)
             except BaseException as exc:  # re-raised in the reader's thread below
                 outcome["error"] = exc
-                streamer.on_finalized_text("", stream_end=True)
+            finally:
+                streamer.end()
 
         worker = threading.Thread(target=produce, name="generate", daemon=True)
         worker.start()
-        text = ""
         try:
-            for piece in streamer:
-                text += piece
-                yield StreamUpdate(text=text, version=self._version)
+            for texts in streamer:
+                yield StreamUpdate(texts=texts, version=outcome.get("version", self._version))
         finally:
             stop.set()
             worker.join()
         if "error" in outcome:
             raise outcome["error"]
         answer = outcome["answer"]
-        yield StreamUpdate(text=answer.candidates[0], version=answer.version, answer=answer)
+        yield StreamUpdate(texts=list(answer.candidates), version=answer.version, answer=answer)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator,
 SCHEMA_VERSION = 1
 BASE_VERSION = "base"
 
-Action = Literal["accept", "edit", "reject"]
+Action = Literal["accept", "edit", "reject", "rank"]
 
 
 def new_id() -> str:
@@ -83,6 +83,15 @@ class Feedback(_Record):
     candidate: int = Field(default=0, ge=0)
     text: str | None = Field(default=None, description="The corrected answer, for action 'edit'.")
     reason: str | None = Field(default=None, description="Why the answer was rejected.")
+    ranking: list[list[Annotated[int, Field(ge=0)]]] | None = Field(
+        default=None,
+        description="For action 'rank': candidate indices in tie groups, best first; [] = all unacceptable.",
+    )
+
+    @property
+    def all_unacceptable(self) -> bool:
+        """A ranking that found every candidate unacceptable."""
+        return self.action == "rank" and self.ranking == []
 
     @model_validator(mode="after")
     def _fields_fit_action(self) -> "Feedback":
@@ -92,11 +101,41 @@ class Feedback(_Record):
             raise ValueError(f"'{self.action}' takes no edited text")
         if self.action == "reject" and not (self.reason and self.reason.strip()):
             raise ValueError("a rejection needs a reason")
+        if (self.action == "rank") != (self.ranking is not None):
+            raise ValueError("a ranking goes with action 'rank', and only there")
+        if self.ranking is not None:
+            flat = [i for group in self.ranking for i in group]
+            if len(flat) != len(set(flat)) or any(not group for group in self.ranking):
+                raise ValueError("a ranking names each candidate once, in non-empty tie groups")
         return self
 
 
 Record = Annotated[Union[Generation, Feedback], Field(discriminator="kind")]
 RECORD_ADAPTER: TypeAdapter[Generation | Feedback] = TypeAdapter(Record)
+
+
+class PreferenceMetrics(BaseModel):
+    """What the preference stage (DPO or KTO, through TRL) of a round reports.
+
+    Rewards are TRL's implicit rewards, beta * (log-prob under the policy - log-prob under the
+    reference); the reference is the base model (the adapter disabled).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["dpo", "kto"]
+    rows: int = Field(ge=0)
+    steps: int = Field(ge=0)
+    loss: float = Field(description="Mean training loss of the stage, as TRL logged it.")
+    loss_before: float | None = Field(default=None, description="Eval loss on the stage's rows before training.")
+    loss_after: float | None = Field(default=None, description="Eval loss on the stage's rows after training.")
+    reward_accuracy: float | None = Field(default=None, description="Share of pairs whose chosen reward beats the rejected one.")
+    reward_margin: float | None = Field(default=None, description="Mean chosen - rejected reward.")
+    rewards_chosen: float | None = None
+    rewards_rejected: float | None = None
+    kl: float | None = Field(default=None, description="KL to the reference, as TRL reports it (see the README).")
+    duration_s: float = Field(ge=0)
+    trl_metrics: dict[str, float] = Field(default_factory=dict, description="Every eval figure TRL reported.")
 
 
 class RoundMetrics(BaseModel):
@@ -108,6 +147,7 @@ class RoundMetrics(BaseModel):
     train_loss_after: float | None = None
     duration_s: float
     rows: dict[str, int] = Field(default_factory=dict)
+    preference: PreferenceMetrics | None = None
 
 
 class Manifest(BaseModel):

@@ -6,17 +6,23 @@ edited answers rises) and by later evaluation code.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 Message = dict[str, str]
 
 
 @torch.no_grad()
-def completion_logprob(model, tokenizer, prompt: list[Message], completion: str) -> float:
-    """Mean per-token log-probability of ``completion`` as the assistant's reply to ``prompt``.
+def completion_logprob(
+    model, tokenizer, prompt: list[Message], completion: str, reduction: Literal["mean", "sum"] = "mean"
+) -> float:
+    """Log-probability of ``completion`` as the assistant's reply to ``prompt``.
 
     The prompt is rendered with the tokenizer's chat template and the generation prompt; only the
-    completion's tokens are scored.
+    completion's tokens are scored. ``reduction="mean"`` gives the per-token mean, comparable
+    across answers of different lengths; ``"sum"`` gives the sequence log-probability, the
+    quantity DPO's implicit reward is built from.
     """
     prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
     full_ids = tokenizer.apply_chat_template(
@@ -30,4 +36,5 @@ def completion_logprob(model, tokenizer, prompt: list[Message], completion: str)
     logprobs = torch.log_softmax(logits, dim=-1)
     targets = ids[0, 1:]
     token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return token_lp[len(prompt_ids) - 1 :].mean().item()
+    scored = token_lp[len(prompt_ids) - 1 :]
+    return (scored.sum() if reduction == "sum" else scored.mean()).item()

@@ -12,10 +12,11 @@ import logging
 from dataclasses import dataclass
 from typing import Iterator
 
-from .config import Settings
+from .config import MAX_CANDIDATES, Settings
 from .errors import PermissionDeniedError, UserError
 from .ledger import FeedbackLedger
 from .models import ModelManager, StreamUpdate
+from .ranking import parse_order
 from .registry import Registry
 from .schema import BASE_VERSION, Feedback, Generation
 from .store import FeedbackStore
@@ -67,27 +68,42 @@ class HITLService:
         self.trainer = trainer
 
     # ----- asking -----
-    def ask(self, prompt: str, caller: Caller) -> Generation:
-        """Answer a question and record the generation.
+    def candidates_for(self, candidates: int | None) -> int:
+        """How many candidates to sample: the request's number, else ``--candidates``.
 
         Raises:
-            UserError: the prompt is empty or too long.
+            UserError: the number is out of range, or above 1 while decoding is greedy.
         """
-        answer = self.models.generate(prompt)
+        k = self.settings.candidates if candidates is None else candidates
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_CANDIDATES:
+            raise UserError(f"candidates must be a whole number from 1 to {MAX_CANDIDATES} (got {candidates!r})")
+        if k > 1 and not self.models.sampling.do_sample:
+            raise UserError("several candidates need sampling, but this app decodes greedily (--temperature 0)")
+        return k
+
+    def ask(self, prompt: str, caller: Caller, candidates: int | None = None) -> Generation:
+        """Answer a question with one or more candidates and record the generation.
+
+        Raises:
+            UserError: the prompt is empty or too long, or the number of candidates is invalid.
+        """
+        answer = self.models.generate(prompt, k=self.candidates_for(candidates))
         return self._record_generation(prompt, answer, caller)
 
-    def ask_stream(self, prompt: str, caller: Caller) -> Iterator[tuple[str, str, Generation | None]]:
-        """Stream an answer as (text so far, version, None), ending with the recorded generation.
+    def ask_stream(
+        self, prompt: str, caller: Caller, candidates: int | None = None
+    ) -> Iterator[tuple[list[str], str, Generation | None]]:
+        """Stream candidates as (texts so far, version, None), ending with the recorded generation.
 
         Raises:
-            UserError: the prompt is empty or too long.
+            UserError: the prompt is empty or too long, or the number of candidates is invalid.
         """
         update: StreamUpdate
-        for update in self.models.stream(prompt):
+        for update in self.models.stream(prompt, k=self.candidates_for(candidates)):
             if update.answer is None:
-                yield update.text, update.version, None
+                yield update.texts, update.version, None
             else:
-                yield update.text, update.version, self._record_generation(prompt, update.answer, caller)
+                yield update.texts, update.version, self._record_generation(prompt, update.answer, caller)
 
     def _record_generation(self, prompt: str, answer, caller: Caller) -> Generation:
         generation = Generation(
@@ -131,6 +147,21 @@ class HITLService:
         if not reason or not reason.strip():
             raise UserError("a rejection needs a reason")
         return self._judge(generation_id, caller, action="reject", candidate=candidate, reason=reason)
+
+    def rank(self, generation_id: str, order: list | str, caller: Caller) -> Feedback:
+        """Record a ranking of a generation's candidates, best first.
+
+        ``order`` lists candidate indices best to worst; tied candidates share a nested list
+        (``[2, [0, 1]]``) or are joined by ``=`` in the string form (``"2 > 0 = 1"``). An empty
+        list or ``"none"`` means every candidate is unacceptable.
+
+        Raises:
+            UserError: the generation has a single candidate, or the ranking has a duplicate or
+                out-of-range index, or does not name every candidate.
+        """
+        gen = self.ledger.generation(generation_id)
+        ranking = parse_order(order, len(gen.candidates))
+        return self._judge(generation_id, caller, action="rank", ranking=ranking)
 
     def _check_candidate(self, gen: Generation, candidate: int) -> None:
         if not 0 <= candidate < len(gen.candidates):
@@ -220,16 +251,25 @@ class HITLService:
         serving = self.models.version
         rows = []
         for m in reversed(self.registry.manifests()):
+            counts, pref = m.metrics.rows, m.metrics.preference
             rows.append(
                 {
                     "version": m.version,
                     "serving": m.version == serving,
                     "parent": m.parent,
                     "created_at": m.created_at.isoformat(timespec="seconds"),
-                    "sft_rows": m.metrics.rows.get("sft", 0),
                     "new_judgements": len(m.new_record_ids),
+                    "sft_rows": counts.get("sft", 0),
+                    "dpo_rows": counts.get("dpo", 0),
+                    "kto_rows": counts.get("kto_desirable", 0) + counts.get("kto_undesirable", 0),
+                    "dropped_pairs": counts.get("dropped_identical_pairs", 0),
                     "loss_before": m.metrics.train_loss_before,
                     "loss_after": m.metrics.train_loss_after,
+                    "preference_method": pref.method if pref else None,
+                    "preference_loss": pref.loss if pref else None,
+                    "reward_accuracy": pref.reward_accuracy if pref else None,
+                    "reward_margin": pref.reward_margin if pref else None,
+                    "kl": pref.kl if pref else None,
                     "duration_s": m.metrics.duration_s,
                 }
             )

@@ -100,16 +100,17 @@ def attach_adapter(base_model, parent_adapter: Path | None, cfg: TrainConfig):
 
 
 def train_sft(
-    model, tokenizer, rows: list[dict], cfg: TrainConfig, out_dir: Path, progress: ProgressFn | None = None
+    model, tokenizer, rows: list[dict], cfg: TrainConfig, out_dir: Path | None = None, progress: ProgressFn | None = None
 ) -> SFTResult:
-    """Train the LoRA adapter of ``model`` (a PeftModel) on SFT rows and save it to ``out_dir``.
+    """Train the LoRA adapter of ``model`` (a PeftModel) on SFT rows, and save it to ``out_dir`` if given.
 
     Args:
         model: a ``PeftModel`` with a trainable adapter (see ``attach_adapter``).
         tokenizer: its tokenizer, with a chat template.
         rows: conversational prompt-completion rows; the loss is on the completion only.
         cfg: the round's settings.
-        out_dir: where the adapter is saved (``adapter_model.safetensors`` + config).
+        out_dir: where the adapter is saved (``adapter_model.safetensors`` + config); None: not saved
+            (a later stage of the round trains on and saves it).
         progress: called with (fraction done, message) after every step.
 
     Raises:
@@ -154,7 +155,8 @@ def train_sft(
         trainer.train()
         loss_after = trainer.evaluate()["eval_loss"]
         steps = trainer.state.global_step
-    model.save_pretrained(str(out_dir))
+    if out_dir is not None:
+        model.save_pretrained(str(out_dir))
     result = SFTResult(
         loss_before=float(loss_before),
         loss_after=float(loss_after),

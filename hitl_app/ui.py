@@ -13,13 +13,35 @@ from typing import Callable
 
 import gradio as gr
 
+from .config import MAX_CANDIDATES
 from .errors import UserError
+from .ranking import format_order, ranks_to_order
 from .service import LOCAL_USER, Caller, HITLService
 
 log = logging.getLogger(__name__)
 
 MODEL_QUEUE = "model"  # every event that generates shares one queue slot: the model is one resource
 STATUS_REFRESH_S = 2.0
+# service.versions() key -> column header of the Versions tab
+VERSION_COLUMNS = {
+    "version": "version",
+    "serving": "serving",
+    "parent": "parent",
+    "created_at": "created",
+    "new_judgements": "new judgements",
+    "sft_rows": "SFT rows",
+    "dpo_rows": "DPO pairs",
+    "kto_rows": "KTO labels",
+    "dropped_pairs": "identical pairs dropped",
+    "loss_before": "SFT loss before",
+    "loss_after": "SFT loss after",
+    "preference_method": "preference",
+    "preference_loss": "pref. loss",
+    "reward_accuracy": "reward accuracy",
+    "reward_margin": "reward margin",
+    "kl": "KL to base",
+    "duration_s": "seconds",
+}
 
 
 def _user_errors(fn: Callable) -> Callable:
@@ -64,32 +86,71 @@ class _Handlers:
         return Caller(username, self.roles.get(username, "clinician"))
 
     # ----- Review tab -----
-    def ask_stream(self, prompt: str, request: gr.Request):
+    def ask_stream(self, prompt: str, how_many: int | str, request: gr.Request):
         caller = self.caller(request)
-        yield "", _badge("…"), None, ""
-        for text, version, generation in self.service.ask_stream(prompt, caller):
+        k = self.service.candidates_for(int(how_many))
+        ranked = k > 1
+        yield (
+            *[gr.update(value="", label=_candidate_label(i, "…"), visible=i < k) for i in range(MAX_CANDIDATES)],
+            *[gr.update(value=None, visible=ranked and i < k) for i in range(MAX_CANDIDATES)],
+            _badge("…"),
+            None,
+            gr.update(choices=[str(i + 1) for i in range(k)], value="1", visible=ranked),
+            "",
+            gr.update(value=False, visible=ranked),
+        )
+        keep = [gr.skip()] * (MAX_CANDIDATES + 4)
+        for texts, version, generation in self.service.ask_stream(prompt, caller, k):
+            boxes = [gr.update(value=t, label=_candidate_label(i, version)) for i, t in enumerate(texts)]
+            boxes += [gr.skip()] * (MAX_CANDIDATES - len(texts))
             if generation is None:
-                yield text, _badge(version), None, gr.skip()
+                yield *boxes, *keep[:MAX_CANDIDATES], _badge(version), *keep[:4]
             else:
-                state = {"id": generation.id, "version": generation.version}
-                yield generation.answer, _badge(generation.version), state, generation.answer
+                state = {"id": generation.id, "version": generation.version, "candidates": generation.candidates}
+                yield *boxes, *keep[:MAX_CANDIDATES], _badge(version), state, gr.skip(), generation.candidates[0], gr.skip()
 
-    def accept(self, state: dict | None, request: gr.Request) -> str:
-        fb = self.service.accept(_current(state), self.caller(request))
+    def choose(self, state: dict | None, choice: str | None) -> str:
+        """The edit box starts from the candidate being judged."""
+        if not state or not choice:
+            return gr.skip()
+        return state["candidates"][int(choice) - 1]
+
+    def accept(self, state: dict | None, choice: str | None, request: gr.Request) -> str:
+        fb = self.service.accept(_current(state), self.caller(request), _candidate(choice))
         return self._saved(fb)
 
-    def edit(self, state: dict | None, text: str, request: gr.Request) -> str:
-        fb = self.service.edit(_current(state), text, self.caller(request))
+    def edit(self, state: dict | None, choice: str | None, text: str, request: gr.Request) -> str:
+        fb = self.service.edit(_current(state), text, self.caller(request), _candidate(choice))
         return self._saved(fb)
 
-    def reject(self, state: dict | None, reason: str, request: gr.Request) -> str:
-        fb = self.service.reject(_current(state), reason, self.caller(request))
+    def reject(self, state: dict | None, choice: str | None, reason: str, request: gr.Request) -> str:
+        fb = self.service.reject(_current(state), reason, self.caller(request), _candidate(choice))
         return self._saved(fb)
+
+    def rank(self, state: dict | None, all_unacceptable: bool, r1, r2, r3, r4, request: gr.Request):
+        # One rank dropdown per candidate slot (MAX_CANDIDATES of them), named so Gradio can inject the request.
+        ranks = (r1, r2, r3, r4)[:MAX_CANDIDATES]
+        generation_id = _current(state)
+        k = len(state["candidates"])
+        if all_unacceptable:
+            order: list = []
+        else:
+            given = list(ranks[:k])
+            if any(r in (None, "") for r in given):
+                raise UserError("give every candidate a rank (1 = best; equal ranks tie), or tick 'All unacceptable'")
+            order = ranks_to_order([int(r) for r in given])
+        fb = self.service.rank(generation_id, order, self.caller(request))
+        if fb.all_unacceptable:
+            return self._saved(fb), gr.skip(), gr.skip()
+        best = fb.ranking[0][0]
+        # The clinician can still correct the best candidate: select it and put it in the edit box.
+        return self._saved(fb), str(best + 1), state["candidates"][best]
 
     def _saved(self, fb) -> str:
         gr.Info(f"Saved: {fb.action}")
         status = self.service.status()
-        return f"Saved {fb.action} ({fb.id[:8]}) by {fb.reviewer}. {status['until_next_retrain']} judgement(s) until the next retrain."
+        what = fb.action if fb.ranking is None else f"ranking {format_order(fb.ranking)}"
+        return f"Saved {what} ({fb.id[:8]}) by {fb.reviewer}. {status['until_next_retrain']} judgement(s) until the next retrain."
 
     # ----- status panel -----
     def status_panel(self) -> tuple[str, float]:
@@ -122,8 +183,7 @@ class _Handlers:
     # ----- Versions tab -----
     def versions_table(self) -> tuple[list[list], gr.Dropdown]:
         rows = self.service.versions()
-        cols = ["version", "serving", "parent", "created_at", "sft_rows", "new_judgements", "loss_before", "loss_after", "duration_s"]
-        table = [[_fmt(r.get(c)) for c in cols] for r in rows]
+        table = [[_fmt(r.get(c)) for c in VERSION_COLUMNS] for r in rows]
         return table, gr.Dropdown(choices=[r["version"] for r in rows], value=self.service.models.version)
 
     def activate(self, version: str, request: gr.Request) -> str:
@@ -131,22 +191,28 @@ class _Handlers:
         return f"Now serving {result['serving_version']} (was {result['previous_version']})."
 
     # ----- named API endpoints (JSON in, JSON out) -----
-    def api_ask(self, prompt: str, request: gr.Request) -> dict:
-        """Ask a question; returns generation_id, answer and the version that wrote it."""
-        gen = self.service.ask(prompt, self.caller(request))
-        return {"generation_id": gen.id, "answer": gen.answer, "version": gen.version}
+    def api_ask(self, prompt: str, request: gr.Request, candidates: int | None = None) -> dict:
+        """Ask a question; returns generation_id, the candidate answers (``answer`` is the first)
+        and the version that wrote them. ``candidates`` (1-4) defaults to ``--candidates``."""
+        gen = self.service.ask(prompt, self.caller(request), candidates)
+        return {"generation_id": gen.id, "answer": gen.answer, "candidates": gen.candidates, "version": gen.version}
 
-    def api_accept(self, generation_id: str, request: gr.Request) -> dict:
-        """Accept the answer of a generation."""
-        return self._feedback_json(self.service.accept(generation_id, self.caller(request)))
+    def api_accept(self, generation_id: str, request: gr.Request, candidate: int = 0) -> dict:
+        """Accept a candidate (default the first) of a generation."""
+        return self._feedback_json(self.service.accept(generation_id, self.caller(request), candidate))
 
-    def api_edit(self, generation_id: str, text: str, request: gr.Request) -> dict:
-        """Replace the answer of a generation with a corrected one."""
-        return self._feedback_json(self.service.edit(generation_id, text, self.caller(request)))
+    def api_edit(self, generation_id: str, text: str, request: gr.Request, candidate: int = 0) -> dict:
+        """Replace a candidate (default the first) of a generation with a corrected answer."""
+        return self._feedback_json(self.service.edit(generation_id, text, self.caller(request), candidate))
 
-    def api_reject(self, generation_id: str, reason: str, request: gr.Request) -> dict:
-        """Reject the answer of a generation, with a reason."""
-        return self._feedback_json(self.service.reject(generation_id, reason, self.caller(request)))
+    def api_reject(self, generation_id: str, reason: str, request: gr.Request, candidate: int = 0) -> dict:
+        """Reject a candidate (default the first) of a generation, with a reason."""
+        return self._feedback_json(self.service.reject(generation_id, reason, self.caller(request), candidate))
+
+    def api_rank(self, generation_id: str, order: list | str, request: gr.Request) -> dict:
+        """Rank a generation's candidates best first: ``[2, [0, 1]]`` or ``"2 > 0 = 1"`` (0 and 1
+        tie); ``[]`` or ``"none"``: all unacceptable."""
+        return self._feedback_json(self.service.rank(generation_id, order, self.caller(request)))
 
     def api_status(self, request: gr.Request) -> dict:
         """Serving version, feedback counts, trainer state and versions."""
@@ -173,9 +239,19 @@ class _Handlers:
             "feedback_id": fb.id,
             "generation_id": fb.generation_id,
             "action": fb.action,
+            "candidate": fb.candidate,
+            "ranking": fb.ranking,
             "reviewer": fb.reviewer,
             "since_last_version": since,
         }
+
+
+def _candidate(choice: str | None) -> int:
+    return int(choice) - 1 if choice else 0
+
+
+def _candidate_label(i: int, version: str) -> str:
+    return f"Candidate {i + 1} · {version}"
 
 
 def _current(state: dict | None) -> str:
@@ -205,15 +281,62 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
     """
     h = _Handlers(service, roles or {})
     with gr.Blocks(title="Clinician feedback loop") as demo:
-        gr.Markdown("# Clinician feedback loop\nAsk a medical question, then accept, edit or reject the answer.")
+        gr.Markdown(
+            "# Clinician feedback loop\nAsk a medical question, then rank the candidate answers, "
+            "or accept, edit or reject one of them."
+        )
         with gr.Row():
             with gr.Column(scale=3):
                 with gr.Tab("Review"):
                     badge = gr.Markdown(_badge(service.models.version), elem_id="version-badge")
                     question = gr.Textbox(label="Question", lines=3, elem_id="question")
-                    ask_btn = gr.Button("Ask", variant="primary", elem_id="ask")
-                    answer = gr.Textbox(label="Answer", lines=8, interactive=False, elem_id="answer")
+                    with gr.Row():
+                        sampled = service.models.sampling.do_sample
+                        how_many = gr.Dropdown(
+                            label="Candidates",
+                            choices=list(range(1, MAX_CANDIDATES + 1)) if sampled else [1],
+                            value=service.settings.candidates,
+                            interactive=sampled,
+                            elem_id="how-many",
+                            scale=1,
+                        )
+                        ask_btn = gr.Button("Ask", variant="primary", elem_id="ask", scale=3)
                     current = gr.State(None)
+                    boxes, ranks = [], []
+                    with gr.Row(equal_height=True):
+                        for i in range(MAX_CANDIDATES):
+                            with gr.Column(min_width=200):
+                                shown = i < service.settings.candidates
+                                boxes.append(
+                                    gr.Textbox(
+                                        label=_candidate_label(i, service.models.version),
+                                        lines=8,
+                                        interactive=False,
+                                        visible=shown,
+                                        elem_id=f"answer-{i}",
+                                    )
+                                )
+                                ranks.append(
+                                    gr.Dropdown(
+                                        label="Rank (1 = best)",
+                                        choices=[str(r + 1) for r in range(MAX_CANDIDATES)],
+                                        value=None,
+                                        visible=shown and service.settings.candidates > 1,
+                                        elem_id=f"rank-{i}",
+                                    )
+                                )
+                    with gr.Row():
+                        all_bad = gr.Checkbox(
+                            label="All unacceptable", visible=service.settings.candidates > 1, elem_id="all-bad"
+                        )
+                        rank_btn = gr.Button("Save ranking", elem_id="save-ranking")
+                    chooser = gr.Radio(
+                        label="Candidate to accept, edit or reject",
+                        choices=[str(i + 1) for i in range(service.settings.candidates)],
+                        value="1",
+                        visible=service.settings.candidates > 1,
+                        elem_id="chooser",
+                    )
                     accept_btn = gr.Button("Accept", variant="primary", elem_id="accept")
                     with gr.Accordion("Edit into a correct answer", open=True):
                         edit_box = gr.Textbox(label="Corrected answer", lines=8, elem_id="edit-text")
@@ -224,7 +347,7 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
                     result = gr.Textbox(label="Last action", interactive=False, elem_id="result")
                 with gr.Tab("Versions"):
                     versions = gr.Dataframe(
-                        headers=["version", "serving", "parent", "created", "SFT rows", "new judgements", "loss before", "loss after", "seconds"],
+                        headers=list(VERSION_COLUMNS.values()),
                         interactive=False,
                         elem_id="versions-table",
                     )
@@ -245,6 +368,7 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
         gr.api(_user_errors(h.api_accept), api_name="accept")
         gr.api(_user_errors(h.api_edit), api_name="edit")
         gr.api(_user_errors(h.api_reject), api_name="reject")
+        gr.api(_user_errors(h.api_rank), api_name="rank")
         gr.api(_user_errors(h.api_status), api_name="status")
         gr.api(_user_errors(h.api_retrain), api_name="retrain")
         gr.api(_user_errors(h.api_activate), api_name="activate")
@@ -252,11 +376,14 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
 
         private = {"api_visibility": "private"}
         ask_event = {"concurrency_id": MODEL_QUEUE, "concurrency_limit": 1, **private}
-        ask_btn.click(_user_errors(h.ask_stream), question, [answer, badge, current, edit_box], **ask_event)
-        question.submit(_user_errors(h.ask_stream), question, [answer, badge, current, edit_box], **ask_event)
-        accept_btn.click(_user_errors(h.accept), current, result, **private)
-        edit_btn.click(_user_errors(h.edit), [current, edit_box], result, **private)
-        reject_btn.click(_user_errors(h.reject), [current, reason], result, **private)
+        asked = [*boxes, *ranks, badge, current, chooser, edit_box, all_bad]
+        ask_btn.click(_user_errors(h.ask_stream), [question, how_many], asked, **ask_event)
+        question.submit(_user_errors(h.ask_stream), [question, how_many], asked, **ask_event)
+        chooser.change(h.choose, [current, chooser], edit_box, **private)
+        accept_btn.click(_user_errors(h.accept), [current, chooser], result, **private)
+        edit_btn.click(_user_errors(h.edit), [current, chooser, edit_box], result, **private)
+        reject_btn.click(_user_errors(h.reject), [current, chooser, reason], result, **private)
+        rank_btn.click(_user_errors(h.rank), [current, all_bad, *ranks], [result, chooser, edit_box], **private)
         retrain_btn.click(_user_errors(h.retrain), None, retrain_result, concurrency_id="retrain", **private)
         activate_btn.click(_user_errors(h.activate), choice, activate_result, **private).then(
             h.versions_table, None, [versions, choice], **private

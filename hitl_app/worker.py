@@ -22,8 +22,9 @@ from .config import Settings
 from .examples import build_rows
 from .files import atomic_write_text
 from .ledger import FeedbackLedger
+from .preference import PreferenceResult, choose_method, train_preference
 from .registry import Registry
-from .schema import BASE_VERSION, Manifest, RoundMetrics, TrainerStatus, utc_now
+from .schema import BASE_VERSION, Manifest, PreferenceMetrics, RoundMetrics, TrainerStatus, utc_now
 from .store import FeedbackStore
 from .trainer import TrainConfig, attach_adapter, train_sft
 
@@ -86,6 +87,9 @@ class RoundRunner:
     def run(self, requested_by: str) -> str | None:
         """Train one round on the judgements since the last version; publish and activate it.
 
+        A round is an SFT stage on the accepted and edited answers, then a preference stage
+        (DPO on pairs, else KTO on labels; see ``--train-method``), each run only if it has rows.
+
         Returns:
             The new version's name, or None when there was nothing new to train on.
         """
@@ -95,17 +99,44 @@ class RoundRunner:
         new = self.ledger.judgements(after=cursor)
         older = [j for j in self.ledger.judgements() if j.offset < cursor]
         rows = build_rows(new, older, self.settings.replay_size, self.settings.seed + len(self.registry.versions()))
-        if not rows.sft:
-            self.status.write(state="idle", progress=0.0, message=f"nothing to train: {len(new)} new judgement(s), no accepted or edited answers")
+        method = choose_method(self.settings.train_method, len(rows.dpo), len(rows.kto))
+        preference_rows = {"dpo": rows.dpo, "kto": rows.kto}.get(method or "", [])
+        # Replayed rows alone teach nothing new: a round needs rows from at least one new judgement.
+        if not (rows.sft or preference_rows) or not set(rows.new_record_ids) & set(rows.record_ids):
+            self.status.write(
+                state="idle",
+                progress=0.0,
+                message=f"nothing to train: {len(new)} new judgement(s) give no rows for --train-method {self.settings.train_method}",
+            )
             return None
         parent = self.registry.active().version
-        self.status.write(progress=0.02, message=f"loading the base model for {len(rows.sft)} rows")
+        self.status.write(progress=0.02, message=f"loading the base model for {len(rows.sft)} SFT + {len(preference_rows)} {method or ''} rows")
         base, tokenizer = self._load()
         _inject_fault()
         model = attach_adapter(base, None if parent == BASE_VERSION else self.registry.adapter_dir(parent), self.cfg)
+        # Share the progress bar between the stages by their rough cost: a preference row is a
+        # chosen and a rejected sequence, each through the policy and the reference.
+        sft_cost, pref_cost = len(rows.sft), 4 * len(preference_rows)
+        split = sft_cost / (sft_cost + pref_cost)
         staging = self.registry.staging_dir()
         try:
-            result = train_sft(model, tokenizer, rows.sft, self.cfg, staging, progress=self._progress)
+            sft = None
+            if rows.sft:
+                sft = train_sft(model, tokenizer, rows.sft, self.cfg, progress=lambda f, m: self._progress(f * split, m))
+            preference = None
+            if method is not None:
+                result = train_preference(
+                    model,
+                    tokenizer,
+                    method,
+                    preference_rows,
+                    self.cfg,
+                    beta=self.settings.beta,
+                    progress=lambda f, m: self._progress(split + f * (1 - split), m),
+                    reference="base",
+                )
+                preference = _preference_metrics(result)
+            model.save_pretrained(str(staging))
             manifest = Manifest(
                 version="pending",
                 parent=parent,
@@ -113,13 +144,20 @@ class RoundRunner:
                 record_ids=rows.record_ids,
                 new_record_ids=rows.new_record_ids,
                 store_cursor=self.ledger.cursor,
-                config={**self.cfg.to_dict(), "replay_size": self.settings.replay_size, "requested_by": requested_by},
+                config={
+                    **self.cfg.to_dict(),
+                    "replay_size": self.settings.replay_size,
+                    "train_method": self.settings.train_method,
+                    "beta": self.settings.beta,
+                    "requested_by": requested_by,
+                },
                 metrics=RoundMetrics(
-                    train_loss_before=result.loss_before,
-                    train_loss_after=result.loss_after,
+                    train_loss_before=sft.loss_before if sft else None,
+                    train_loss_after=sft.loss_after if sft else None,
                     duration_s=round(time.perf_counter() - started, 2),
                     rows=rows.counts,
-                    sft_steps=result.steps,
+                    sft_steps=sft.steps if sft else 0,
+                    preference=preference,
                 ),
             )
             version = self.registry.publish(staging, manifest)
@@ -132,6 +170,25 @@ class RoundRunner:
 
     def _progress(self, fraction: float, message: str) -> None:
         self.status.write(progress=round(min(0.99, 0.05 + 0.94 * fraction), 3), message=message)
+
+
+def _preference_metrics(result: PreferenceResult) -> PreferenceMetrics:
+    """The manifest's record of a preference stage: TRL's figures after training."""
+    return PreferenceMetrics(
+        method=result.method,
+        rows=result.rows,
+        steps=result.steps,
+        loss=result.loss,
+        loss_before=result.eval_loss_before,
+        loss_after=result.eval_loss_after,
+        reward_accuracy=result.reward_accuracy,
+        reward_margin=result.reward_margin,
+        rewards_chosen=result.rewards_chosen,
+        rewards_rejected=result.rewards_rejected,
+        kl=result.kl,
+        duration_s=round(result.duration_s, 2),
+        trl_metrics=result.metrics,
+    )
 
 
 def _inject_fault() -> None:

@@ -99,6 +99,7 @@ def make_settings(tmp_path: Path, tiny_base: Path):
             "device": "cpu",
             "max_new_tokens": 8,
             "temperature": 0.0,
+            "candidates": 1,
             "retrain_threshold": 3,
             "learning_rate": 5e-3,
             "lora_r": 4,

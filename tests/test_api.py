@@ -6,6 +6,7 @@ One app (server, model manager, trainer process) serves the whole module, as in 
 from __future__ import annotations
 
 import json
+import math
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from tests.conftest import REPO
 
 ADMIN = ("admin", "admin-pw")
 CLINICIAN = ("drlee", "lee-pw")
-ENDPOINTS = ["ask", "accept", "edit", "reject", "status", "retrain", "activate", "versions"]
+ENDPOINTS = ["ask", "accept", "edit", "reject", "rank", "status", "retrain", "activate", "versions"]
 
 
 def _free_port() -> int:
@@ -41,7 +42,8 @@ def app(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path):
         checkpoints_dir=root / "checkpoints",
         device="cpu",
         max_new_tokens=8,
-        temperature=0.0,
+        temperature=0.7,
+        candidates=1,
         retrain_threshold=3,
         learning_rate=5e-3,
         lora_r=4,
@@ -216,3 +218,81 @@ def test_share_without_credentials_refuses_to_start() -> None:
     assert proc.returncode == 2
     assert "--share" in proc.stderr and "--auth" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ----- candidates and ranking -----
+def test_ask_with_candidates_and_rank_with_ties(app) -> None:
+    client = _client(app)
+    gen = client.predict("What is asthma?", 3, api_name="/ask")
+    assert len(gen["candidates"]) == 3 and gen["answer"] == gen["candidates"][0]
+    stored = app.service.ledger.generation(gen["generation_id"])
+    assert stored.candidates == gen["candidates"] and stored.version == gen["version"]
+    saved = client.predict(gen["generation_id"], [2, [0, 1]], api_name="/rank")
+    assert saved["action"] == "rank" and saved["ranking"] == [[2], [0, 1]] and saved["reviewer"] == CLINICIAN[0]
+    # The string form says the same; "none" ranks every candidate unacceptable.
+    other = client.predict("What is asthma?", 2, api_name="/ask")
+    assert client.predict(other["generation_id"], "1 > 0", api_name="/rank")["ranking"] == [[1], [0]]
+    assert client.predict(other["generation_id"], "none", api_name="/rank")["ranking"] == []
+    # The clinician can still judge a single candidate of a ranked generation.
+    edited = client.predict(gen["generation_id"], "Asthma is chronic airway inflammation.", 2, api_name="/edit")
+    assert edited["candidate"] == 2
+
+
+@pytest.mark.parametrize(
+    ("order", "message"),
+    [
+        ([0, 0, 1], "appears more than once"),
+        ([0, [1, 1], 2], "appears more than once"),
+        ([0, 1, 3], "out of range"),
+        ([0, -1, 2], "out of range"),
+        ([0, 1], "names 2 of 3 candidates"),
+        ([0, 1, 2, 2], "appears more than once"),
+        ("0 > > 1", "cannot read the ranking"),
+        ([0, "one", 2], "cannot read ranking entry"),
+    ],
+)
+def test_invalid_rankings_get_a_specific_error_and_store_nothing(app, order, message: str) -> None:
+    client = _client(app)
+    gen = client.predict("Signs of sepsis?", 3, api_name="/ask")
+    before = _store_lines(app)
+    with pytest.raises(Exception, match=message):
+        client.predict(gen["generation_id"], order, api_name="/rank")
+    assert _store_lines(app) == before
+
+
+def test_ranking_a_single_candidate_or_asking_for_too_many_is_refused(app) -> None:
+    client = _client(app)
+    single = client.predict("What is a fever?", 1, api_name="/ask")
+    assert len(single["candidates"]) == 1
+    before = _store_lines(app)
+    with pytest.raises(Exception, match="single candidate"):
+        client.predict(single["generation_id"], [0], api_name="/rank")
+    for bad in (0, 5):
+        with pytest.raises(Exception, match="candidates must be a whole number from 1 to 4"):
+            client.predict("What is a fever?", bad, api_name="/ask")
+    with pytest.raises(Exception, match="candidate 3 does not exist"):
+        client.predict(single["generation_id"], 3, api_name="/accept")
+    assert _store_lines(app) == before
+
+
+def test_a_ranking_then_a_retrain_gives_a_version_trained_by_dpo(app, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app.service.settings, "auto_retrain", False)
+    client, admin = _client(app), _client(app, ADMIN)
+    _wait_for(lambda: client.predict(api_name="/status")["trainer"]["state"] != "training")
+    gen = client.predict("How is iron-deficiency anaemia treated?", 3, api_name="/ask")
+    ranked = client.predict(gen["generation_id"], [0, 1, 2], api_name="/rank")
+    versions_before = client.predict(api_name="/status")["versions"]
+    assert admin.predict(api_name="/retrain")["queued"] is True
+    status = _wait_for(lambda: (s := client.predict(api_name="/status"))["trainer"]["state"] != "training" and s)
+    assert status["trainer"]["state"] == "idle", status["trainer"]
+    assert len(status["versions"]) == len(versions_before) + 1
+
+    newest = client.predict(api_name="/versions")[0]
+    # Three strictly ordered candidates give three pairs, unless two sampled texts coincide.
+    assert newest["dpo_rows"] + newest["dropped_pairs"] >= 3 and newest["dpo_rows"] >= 1
+    assert newest["preference_method"] == "dpo"
+    for key in ("preference_loss", "reward_accuracy", "reward_margin", "kl"):
+        assert isinstance(newest[key], float) and math.isfinite(newest[key]), (key, newest[key])
+    manifest = app.service.registry.manifest(newest["version"])
+    assert ranked["feedback_id"] in manifest.new_record_ids
+    assert manifest.metrics.preference is not None and manifest.metrics.preference.rows == newest["dpo_rows"]

@@ -43,6 +43,9 @@ HELP_FLAGS = [
     "--lora-dropout",
     "--learning-rate",
     "--num-epochs",
+    "--candidates",
+    "--train-method",
+    "--beta",
 ]
 
 
@@ -119,7 +122,8 @@ FLAG_TABLE = [
     ("base_model", ["--base-model", "/models/llama"], {"HITL_BASE_MODEL": "/models/llama"}, "/models/llama"),
     ("device", ["--device", "cpu"], {"HITL_DEVICE": "cpu"}, "cpu"),
     ("max_new_tokens", ["--max-new-tokens", "64"], {"HITL_MAX_NEW_TOKENS": "64"}, 64),
-    ("temperature", ["--temperature", "0"], {"HITL_TEMPERATURE": "0"}, 0.0),
+    ("temperature", ["--temperature", "0", "--candidates", "1"], {"HITL_TEMPERATURE": "0", "HITL_CANDIDATES": "1"}, 0.0),
+    ("candidates", ["--candidates", "4"], {"HITL_CANDIDATES": "4"}, 4),
     ("top_p", ["--top-p", "0.5"], {"HITL_TOP_P": "0.5"}, 0.5),
     ("system_prompt", ["--system-prompt", "Be brief."], {"HITL_SYSTEM_PROMPT": "Be brief."}, "Be brief."),
     ("serve_threads", ["--serve-threads", "2"], {"HITL_SERVE_THREADS": "2"}, 2),
@@ -140,6 +144,8 @@ FLAG_TABLE = [
     ("max_seq_length", ["--max-seq-length", "512"], {"HITL_MAX_SEQ_LENGTH": "512"}, 512),
     ("trainer_threads", ["--trainer-threads", "3"], {"HITL_TRAINER_THREADS": "3"}, 3),
     ("seed", ["--seed", "7"], {"HITL_SEED": "7"}, 7),
+    ("train_method", ["--train-method", "kto"], {"HITL_TRAIN_METHOD": "kto"}, "kto"),
+    ("beta", ["--beta", "0.3"], {"HITL_BETA": "0.3"}, 0.3),
 ]
 
 
@@ -255,6 +261,10 @@ def test_one_error_lists_every_problem(tmp_path: Path) -> None:
         (dict(port=70000), "--port must be between 1 and 65535"),
         (dict(max_new_tokens=0), "--max-new-tokens must be at least 1"),
         (dict(temperature=-0.1), "--temperature must be 0 or more"),
+        (dict(candidates=0), "--candidates must be between 1 and 4"),
+        (dict(candidates=5), "--candidates must be between 1 and 4"),
+        (dict(candidates=2, temperature=0), "--candidates above 1 needs sampling"),
+        (dict(beta=0), "--beta must be positive"),
         (dict(top_p=0), "--top-p must be in (0, 1]"),
         (dict(top_p=1.5), "--top-p must be in (0, 1]"),
         (dict(trainer_threads=0), "--trainer-threads at least 1"),
