@@ -98,6 +98,30 @@ class Settings(BaseSettings):
     )
     beta: float = Field(0.1, description="DPO/KTO beta: how far the policy may move from the reference (base).")
     trainer_threads: int = Field(1, description="CPU threads the trainer may use, so answers stay responsive.")
+
+    # --- evaluation and the promotion gate ---
+    holdout_fraction: float = Field(
+        0.2,
+        description="Share of edits, rankings and votes kept out of training to evaluate versions on (chosen by record id).",
+    )
+    gate: Literal["on", "off"] = Field(
+        "on", description="on: a new version is served only if it passes the promotion gate; off: always."
+    )
+    gate_max_accuracy_drop: float = Field(
+        0.05, description="Gate: held-out preference accuracy may fall at most this much below the serving version's."
+    )
+    gate_min_pairs: int = Field(4, description="Gate: held-out pairs needed before preference accuracy is checked.")
+    gate_max_perplexity_rise: float = Field(
+        0.10, description="Gate: probe-set perplexity may rise at most this fraction above the serving version's."
+    )
+    gate_kl_budget: float = Field(
+        0.25, description="Gate: largest KL(new || base) allowed, in nats per token on probe prompts."
+    )
+    gate_max_logprob_drop: float = Field(
+        0.25,
+        description="Gate: held-out edited answers (else the shipped references) may lose at most this log-prob per token.",
+    )
+    eval_probe_prompts: int = Field(16, description="Probe prompts sampled to estimate KL (32 tokens each).")
     seed: int = Field(0, description="Seed for training and the replay sample.")
 
     @model_validator(mode="after")
@@ -117,6 +141,14 @@ class Settings(BaseSettings):
             problems.append("--candidates above 1 needs sampling (--temperature > 0): greedy candidates would be identical")
         if self.beta <= 0:
             problems.append(f"--beta must be positive (got {self.beta})")
+        if not 0 <= self.holdout_fraction < 1:
+            problems.append(f"--holdout-fraction must be in [0, 1) (got {self.holdout_fraction})")
+        if min(self.gate_max_accuracy_drop, self.gate_max_perplexity_rise, self.gate_max_logprob_drop) < 0:
+            problems.append("gate tolerances (--gate-max-accuracy-drop, -perplexity-rise, -logprob-drop) must be 0 or more")
+        if self.gate_kl_budget <= 0:
+            problems.append(f"--gate-kl-budget must be positive (got {self.gate_kl_budget})")
+        if self.gate_min_pairs < 1 or self.eval_probe_prompts < 1:
+            problems.append("--gate-min-pairs and --eval-probe-prompts must be at least 1")
         if self.temperature < 0:
             problems.append(f"--temperature must be 0 or more (got {self.temperature})")
         if not 0 < self.top_p <= 1:

@@ -11,7 +11,7 @@ Rows are conversational, so TRL applies the model's own chat template:
 |--------------------|------------------------------------------------------------------------|
 | accept             | SFT row; KTO desirable                                                 |
 | edit               | SFT row on the edited text; DPO edited > original; KTO undesirable original |
-| rank               | DPO pair for every strictly ordered pair of candidates                 |
+| rank, A/B vote     | DPO pair for every strictly ordered pair of candidates                 |
 | reject             | KTO undesirable                                                        |
 | all unacceptable   | KTO undesirable for each candidate                                     |
 
@@ -24,8 +24,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from .holdout import is_held_out
 from .ledger import Judgement
-from .schema import Generation
+from .schema import RANKED_ACTIONS, Generation
 
 Message = dict[str, str]
 
@@ -121,7 +122,7 @@ def rows_for(judgement: Judgement) -> JudgementRows:
             label(original, False)
     elif fb.action == "reject":
         label(gen.candidates[fb.candidate], False)
-    elif fb.action == "rank":
+    elif fb.action in RANKED_ACTIONS:
         if fb.all_unacceptable:
             for candidate in gen.candidates:
                 label(candidate, False)
@@ -133,20 +134,25 @@ def rows_for(judgement: Judgement) -> JudgementRows:
     return out
 
 
-def build_rows(new: list[Judgement], older: list[Judgement], replay_size: int, seed: int) -> TrainingRows:
+def build_rows(
+    new: list[Judgement], older: list[Judgement], replay_size: int, seed: int, holdout_fraction: float = 0.0
+) -> TrainingRows:
     """Rows for one round: every new judgement plus a bounded, seeded replay sample of older ones.
 
     The replay keeps earlier lessons from being forgotten while each round stays O(new + replay)
-    rather than O(all feedback).
+    rather than O(all feedback). Held-out judgements (see ``holdout``) yield no rows, new or old;
+    the new ones are still consumed and counted as ``held_out``.
 
     Args:
         new: judgements since the last published version.
         older: judgements already trained on by earlier versions.
         replay_size: at most this many older judgements are added.
         seed: seed of the replay sample, so a round can be reproduced.
+        holdout_fraction: share of pair-yielding judgements kept for evaluation.
     """
     rows = TrainingRows()
-    eligible_old = [j for j in older if not rows_for(j).empty]
+    rows.counts["held_out"] = 0
+    eligible_old = [j for j in older if not is_held_out(j, holdout_fraction) and not rows_for(j).empty]
     replay = random.Random(seed).sample(eligible_old, min(replay_size, len(eligible_old)))
     counts = rows.counts
     counts["dropped_identical_pairs"] = 0  # present even when no judgement is processed
@@ -156,6 +162,9 @@ def build_rows(new: list[Judgement], older: list[Judgement], replay_size: int, s
             counts[f"{source}_{kind}"] = counts.get(f"{source}_{kind}", 0) + 1
             if source == "new":
                 rows.new_record_ids.append(j.feedback.id)
+                if is_held_out(j, holdout_fraction):
+                    counts["held_out"] += 1
+                    continue
             made = rows_for(j)
             counts["dropped_identical_pairs"] = counts.get("dropped_identical_pairs", 0) + made.dropped_pairs
             if made.empty:

@@ -30,3 +30,20 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a log and fsync it; a torn last line (a crash mid-write) is closed first.
+
+    The caller holds the lock that serialises writers of ``path``.
+    """
+    data = line.rstrip("\n").encode("utf-8") + b"\n"
+    with open(path, "ab") as f:
+        if f.tell():
+            with open(path, "rb") as r:
+                r.seek(-1, os.SEEK_END)
+                if r.read(1) != b"\n":
+                    data = b"\n" + data
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())

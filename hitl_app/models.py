@@ -10,6 +10,7 @@ and half by another, and every answer is tagged with the version that wrote it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 Message = dict[str, str]
 _SLOT = "default"
+# Versions answering A/B comparisons are loaded beside the slot under this prefix, a few at most.
+_EXTRA_PREFIX = "compare_"
+_MAX_EXTRA = 4
 
 
 @dataclass(frozen=True)
@@ -302,25 +306,52 @@ class ModelManager:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
         return kwargs
 
-    def _run(self, inputs, sampling: Sampling, k: int, stop: threading.Event, streamer=None, tag=None) -> Answer:
+    def _run(
+        self, inputs, sampling: Sampling, k: int, stop: threading.Event, streamer=None, tag=None, version: str | None = None
+    ) -> Answer:
         started = time.perf_counter()
         with self._lock:
-            version = self._version
+            version = version or self._version
             if tag is not None:
                 tag["version"] = version  # read by stream(): its updates carry the version writing them
             self._apply_threads()
             kwargs = self._generate_kwargs(inputs, sampling, k, stop, streamer)
-            with torch.inference_mode():
-                if version == BASE_VERSION:
-                    with self.model.disable_adapter():
-                        out = self.model.generate(**kwargs)
-                else:
-                    out = self.model.generate(**kwargs)
+            with torch.inference_mode(), self._adapter_for(version):
+                out = self.model.generate(**kwargs)
         prompt_len = inputs["input_ids"].shape[1]
         new = out[:, prompt_len:]
         texts = [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
         new_tokens = int((new != self.tokenizer.pad_token_id).sum().item())
         return Answer(texts, version, sampling, int(prompt_len), new_tokens, time.perf_counter() - started)
+
+    @contextlib.contextmanager
+    def _adapter_for(self, version: str) -> Iterator[None]:
+        """Run the block (under the lock) with ``version``'s weights active, then restore the serving ones.
+
+        The serving version is in the slot already. Another published version (an A/B comparison)
+        is loaded once as a named adapter beside it and switched to for the block; published
+        versions never change, so the loaded copy stays valid. At most ``_MAX_EXTRA`` are kept.
+        """
+        if version == BASE_VERSION:
+            with self.model.disable_adapter():
+                yield
+            return
+        if version == self._version:
+            yield
+            return
+        name = f"{_EXTRA_PREFIX}{version}"
+        if name not in self.model.peft_config:
+            self.registry.adapter_dir(version)  # NotFoundError for an unknown version, before loading
+            extra = [n for n in self.model.peft_config if n.startswith(_EXTRA_PREFIX)]
+            for stale in extra[: max(0, len(extra) - _MAX_EXTRA + 1)]:
+                self.model.delete_adapter(stale)
+            self.model.load_adapter(str(self.registry.adapter_dir(version)), adapter_name=name)
+        self.model.set_adapter(name)
+        try:
+            yield
+        finally:
+            self.model.set_adapter(self._adapter)
+            self.model.eval()
 
     def _apply_threads(self) -> None:
         # Called under the lock: torch's thread count is process-wide, and only one answer runs.
@@ -330,15 +361,19 @@ class ModelManager:
         if wanted != torch.get_num_threads():
             torch.set_num_threads(wanted)
 
-    def generate(self, prompt: str, k: int = 1, sampling: Sampling | None = None) -> Answer:
+    def generate(self, prompt: str, k: int = 1, sampling: Sampling | None = None, version: str | None = None) -> Answer:
         """Answer a question with ``k`` candidates sampled in one batched ``generate`` call.
+
+        ``version`` answers with another published version (or ``base``) than the serving one,
+        for comparisons; serving is unaffected.
 
         Raises:
             UserError: the prompt is empty or too long.
+            NotFoundError: ``version`` is not published.
         """
         sampling = sampling or self.sampling
         inputs = self.encode(prompt, sampling)
-        return self._run(inputs, sampling, k, threading.Event())
+        return self._run(inputs, sampling, k, threading.Event(), version=version)
 
     def stream(self, prompt: str, k: int = 1, sampling: Sampling | None = None) -> Iterator[StreamUpdate]:
         """Stream ``k`` candidates sampled in one batched call; the last update carries the ``Answer``.

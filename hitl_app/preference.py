@@ -200,10 +200,10 @@ def train_preference(
 
     started = time.perf_counter()
     backbone = model.get_base_model()
-    if getattr(backbone, "is_activation_checkpointing", False):
-        # SFTTrainer (TRL's default) leaves checkpointing on, and a Trainer does not turn it off:
-        # it would recompute every forward during backward here too. Not restored: the caller
-        # only saves the adapter after this stage.
+    if getattr(backbone, "is_activation_checkpointing", False) and not cfg.activation_checkpointing:
+        # A Trainer turns checkpointing on but never off, so a model that an earlier trainer left
+        # with it on would recompute every forward here too. Not restored: the caller only saves
+        # the adapter after this stage.
         backbone.activation_checkpointing_disable()
     try:
         with tempfile.TemporaryDirectory(prefix=f"hitl-{method}-") as scratch:
@@ -312,10 +312,8 @@ def _make_trainer(model, tokenizer, method, rows, cfg, beta, batch_size, scratch
         # The reference forward runs with the policy each step; precomputing would only pay off
         # over several epochs and writes cache files.
         precompute_ref_log_probs=False,
-        # TRL turns checkpointing on by default (as ``gradient_checkpointing``, which transformers 5
-        # maps onto ``activation_checkpointing``); a LoRA on a small model fits without it, and it
-        # would recompute the forward during every backward.
-        activation_checkpointing=False,
+        # TRL turns checkpointing on by default; see TrainConfig.activation_checkpointing.
+        activation_checkpointing=cfg.activation_checkpointing,
         logging_steps=1,
         save_strategy="no",
         report_to=[],

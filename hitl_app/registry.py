@@ -5,6 +5,8 @@ Layout::
     checkpoints/base/            the converted base model (safetensors + tokenizer + manifest)
     checkpoints/v0001/           a LoRA adapter + manifest.json
     checkpoints/ACTIVE           JSON pointer to the serving version (persists across restarts)
+    checkpoints/activations.jsonl  every activation: who, when, why, and whether it was forced
+    checkpoints/rounds.jsonl     every training round: start, duration, outcome
     checkpoints/.staging-*/      a version being written; never listed
 
 Publishing writes into a staging folder and renames it into place, so a version is listed only
@@ -23,8 +25,10 @@ from pathlib import Path
 from filelock import FileLock
 
 from .errors import NotFoundError
-from .files import atomic_write_text, fsync_dir
-from .schema import BASE_VERSION, ActivePointer, Manifest
+from .files import append_line, atomic_write_text, fsync_dir
+from pydantic import BaseModel
+
+from .schema import BASE_VERSION, ActivePointer, Manifest, RoundRecord
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,8 @@ class Registry:
         self.root.mkdir(parents=True, exist_ok=True)
         self.base_dir = self.root / BASE_VERSION
         self._active_path = self.root / "ACTIVE"
+        self._activations_path = self.root / "activations.jsonl"
+        self._rounds_path = self.root / "rounds.jsonl"
         self._lock = FileLock(str(self.root / ".registry.lock"))
         self._manifests: dict[str, Manifest] = {}  # published versions never change, so cache them
 
@@ -107,17 +113,35 @@ class Registry:
             return ActivePointer(version=BASE_VERSION, activated_by="system", reason="ACTIVE version missing")
         return pointer
 
-    def set_active(self, version: str, by: str, reason: str = "") -> ActivePointer:
-        """Persist ``version`` as the serving version (atomic replace + fsync).
+    def set_active(self, version: str, by: str, reason: str = "", forced: bool = False) -> ActivePointer:
+        """Persist ``version`` as the serving version (atomic replace + fsync) and log the activation.
+
+        ``forced`` records that an admin chose to serve a version the promotion gate held back.
 
         Raises:
             NotFoundError: the version is neither ``base`` nor published.
         """
         self._require(version, allow_base=True)
-        pointer = ActivePointer(version=version, activated_by=by, reason=reason)
-        atomic_write_text(self._active_path, pointer.model_dump_json(indent=2))
-        log.info("activated %s (by %s%s)", version, by, f": {reason}" if reason else "")
+        pointer = ActivePointer(version=version, activated_by=by, reason=reason, forced=forced)
+        with self._lock:
+            atomic_write_text(self._active_path, pointer.model_dump_json(indent=2))
+            append_line(self._activations_path, pointer.model_dump_json())
+        log.info("activated %s (by %s%s%s)", version, by, ", forced" if forced else "", f": {reason}" if reason else "")
         return pointer
+
+    def activations(self) -> list[ActivePointer]:
+        """Every activation so far, oldest first; an unreadable line is skipped and logged."""
+        return _read_log(self._activations_path, ActivePointer)
+
+    # ----- the round log -----
+    def record_round(self, record: RoundRecord) -> None:
+        """Append a finished round to ``rounds.jsonl`` (fsynced)."""
+        with self._lock:
+            append_line(self._rounds_path, record.model_dump_json())
+
+    def rounds(self) -> list[RoundRecord]:
+        """Every recorded round, oldest first; an unreadable line is skipped and logged."""
+        return _read_log(self._rounds_path, RoundRecord)
 
     # ----- publishing -----
     def staging_dir(self) -> Path:
@@ -167,3 +191,19 @@ class Registry:
             listed = ", ".join([BASE_VERSION, *self.versions()] if allow_base else self.versions()) or "none"
             raise NotFoundError(f"unknown version {version!r}; available versions: {listed}")
 
+
+def _read_log(path: Path, model: type[BaseModel]) -> list:
+    """The records of a JSONL log, oldest first; a missing file is empty, an unreadable line is logged."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    found = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            found.append(model.model_validate_json(line))
+        except ValueError as exc:
+            log.error("%s line %d is unreadable (%s); skipped", path, number, exc)
+    return found

@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator,
 SCHEMA_VERSION = 1
 BASE_VERSION = "base"
 
-Action = Literal["accept", "edit", "reject", "rank"]
+Action = Literal["accept", "edit", "reject", "rank", "vote"]
+# Actions that carry a ranking: a clinician's ranking, and a blind A/B vote (stored as a ranking).
+RANKED_ACTIONS = ("rank", "vote")
 
 
 def new_id() -> str:
@@ -68,10 +70,29 @@ class Generation(_Record):
     sampling: Sampling
     prompt_tokens: int = Field(ge=0)
 
+    purpose: Literal["review", "compare"] = Field(
+        default="review", description="review: the serving version's candidates; compare: a blind A/B pair."
+    )
+    candidate_versions: list[str] | None = Field(
+        default=None, description="The version of each candidate when they differ (A/B comparisons)."
+    )
+
     @property
     def answer(self) -> str:
         """The first (or only) candidate."""
         return self.candidates[0]
+
+    def version_of(self, candidate: int) -> str:
+        """The version that wrote candidate ``candidate``."""
+        return self.candidate_versions[candidate] if self.candidate_versions else self.version
+
+    @model_validator(mode="after")
+    def _versions_fit_candidates(self) -> "Generation":
+        if self.candidate_versions is not None and len(self.candidate_versions) != len(self.candidates):
+            raise ValueError("candidate_versions must name one version per candidate")
+        if self.purpose == "compare" and (self.candidate_versions is None or len(self.candidates) != 2):
+            raise ValueError("a comparison has exactly two candidates, each with its version")
+        return self
 
 
 class Feedback(_Record):
@@ -90,8 +111,8 @@ class Feedback(_Record):
 
     @property
     def all_unacceptable(self) -> bool:
-        """A ranking that found every candidate unacceptable."""
-        return self.action == "rank" and self.ranking == []
+        """A ranking (or vote) that found every candidate unacceptable."""
+        return self.action in RANKED_ACTIONS and self.ranking == []
 
     @model_validator(mode="after")
     def _fields_fit_action(self) -> "Feedback":
@@ -101,8 +122,8 @@ class Feedback(_Record):
             raise ValueError(f"'{self.action}' takes no edited text")
         if self.action == "reject" and not (self.reason and self.reason.strip()):
             raise ValueError("a rejection needs a reason")
-        if (self.action == "rank") != (self.ranking is not None):
-            raise ValueError("a ranking goes with action 'rank', and only there")
+        if (self.action in RANKED_ACTIONS) != (self.ranking is not None):
+            raise ValueError("a ranking goes with actions 'rank' and 'vote', and only there")
         if self.ranking is not None:
             flat = [i for group in self.ranking for i in group]
             if len(flat) != len(set(flat)) or any(not group for group in self.ranking):
@@ -138,6 +159,60 @@ class PreferenceMetrics(BaseModel):
     trl_metrics: dict[str, float] = Field(default_factory=dict, description="Every eval figure TRL reported.")
 
 
+class EvalMetrics(BaseModel):
+    """How a new version compares with the serving one, measured before it is published.
+
+    Each ``serving_*`` figure is the serving version's, measured in the same run on the same data.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    serving_version: str
+    heldout_pairs: int = Field(ge=0, description="Held-out preference pairs evaluated on.")
+    heldout_accuracy: float | None = Field(
+        default=None, description="Share of held-out pairs whose chosen answer has the higher implicit reward (ties half)."
+    )
+    serving_heldout_accuracy: float | None = None
+    heldout_margin: float | None = Field(default=None, description="Mean implicit reward margin, nats (beta 1).")
+    heldout_edits: int = Field(ge=0, description="Held-out edited answers evaluated on.")
+    edit_logprob: float | None = Field(default=None, description="Mean per-token log-prob of held-out edited answers.")
+    serving_edit_logprob: float | None = None
+    reference_logprob: float | None = Field(
+        default=None, description="Mean per-token log-prob of the shipped reference answers."
+    )
+    serving_reference_logprob: float | None = None
+    perplexity: float = Field(gt=0, description="Perplexity on the shipped probe texts.")
+    serving_perplexity: float = Field(gt=0)
+    kl_base: float = Field(description="KL(new || base), nats per token on probe prompts.")
+    kl_serving: float = Field(description="KL(new || serving), nats per token on probe prompts.")
+    mean_answer_tokens: float = Field(ge=0, description="Mean length of greedy answers to sampled evaluation questions.")
+    duration_s: float = Field(ge=0)
+
+
+class GateCheck(BaseModel):
+    """One rule of the promotion gate and how the new version fared."""
+
+    metric: str
+    value: float | None
+    serving: float | None = None
+    limit: float | None = None
+    passed: bool
+    note: str = ""
+
+
+class GateResult(BaseModel):
+    """The promotion gate's decision on a new version."""
+
+    enabled: bool
+    passed: bool
+    checks: list[GateCheck] = Field(default_factory=list)
+
+    @property
+    def failures(self) -> list[GateCheck]:
+        """The checks that failed."""
+        return [c for c in self.checks if not c.passed]
+
+
 class RoundMetrics(BaseModel):
     """Figures a training round reports; optional fields are filled by the stages that ran."""
 
@@ -146,6 +221,7 @@ class RoundMetrics(BaseModel):
     train_loss_before: float | None = None
     train_loss_after: float | None = None
     duration_s: float
+    train_duration_s: float | None = Field(default=None, description="Seconds until the adapter was trained, before evaluation.")
     rows: dict[str, int] = Field(default_factory=dict)
     preference: PreferenceMetrics | None = None
 
@@ -165,6 +241,13 @@ class Manifest(BaseModel):
     store_cursor: int = Field(ge=0, description="Byte offset of the feedback store this round read up to.")
     config: dict[str, Any]
     metrics: RoundMetrics
+    evaluation: EvalMetrics | None = None
+    gate: GateResult | None = None
+
+    @property
+    def held_back(self) -> bool:
+        """Whether the promotion gate refused this version (it is then never served automatically)."""
+        return self.gate is not None and not self.gate.passed
 
 
 class ActivePointer(BaseModel):
@@ -174,6 +257,21 @@ class ActivePointer(BaseModel):
     activated_by: str
     activated_at: datetime = Field(default_factory=utc_now)
     reason: str = ""
+    forced: bool = Field(default=False, description="An admin activated a version the gate held back.")
+
+
+RoundOutcome = Literal["published", "held_back", "nothing_to_train", "failed"]
+
+
+class RoundRecord(BaseModel):
+    """One training round as the retrain timeline shows it (``checkpoints/rounds.jsonl``)."""
+
+    started_at: datetime
+    duration_s: float = Field(ge=0)
+    requested_by: str
+    outcome: RoundOutcome
+    version: str | None = None
+    detail: str = Field(default="", description="The gate's verdict, or the error of a failed round.")
 
 
 TrainerState = Literal["idle", "training", "failed"]
@@ -188,4 +286,5 @@ class TrainerStatus(BaseModel):
     last_error: str | None = None
     last_version: str | None = None
     started_at: datetime | None = None
+    requested_by: str | None = None
     updated_at: datetime = Field(default_factory=utc_now)

@@ -9,11 +9,15 @@ the caller from the server-side request, never from request data.
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
 from typing import Iterator
 
 from .config import MAX_CANDIDATES, Settings
 from .errors import PermissionDeniedError, UserError
+from .abstats import bradley_terry, compare_summary
+from .compare import ComparisonSetup, ComparisonStore, vote_outcomes, vote_ranking
+from .gate import gate_summary
 from .ledger import FeedbackLedger
 from .models import ModelManager, StreamUpdate
 from .ranking import parse_order
@@ -66,6 +70,9 @@ class HITLService:
         self.models = models
         self.registry = registry
         self.trainer = trainer
+        self.comparisons = ComparisonStore(registry.root / "COMPARE")
+        # Left/right order of A/B answers: unpredictable, so a clinician cannot learn which side is which.
+        self._rng = random.SystemRandom()
 
     # ----- asking -----
     def candidates_for(self, candidates: int | None) -> int:
@@ -163,6 +170,96 @@ class HITLService:
         ranking = parse_order(order, len(gen.candidates))
         return self._judge(generation_id, caller, action="rank", ranking=ranking)
 
+    # ----- blind A/B comparison -----
+    def set_comparison(self, a: str, b: str, caller: Caller) -> ComparisonSetup:
+        """Choose the two versions to compare blind (admin only).
+
+        Raises:
+            PermissionDeniedError: the caller is not an admin.
+            NotFoundError: a version does not exist.
+            UserError: the two are the same version.
+        """
+        self._require_admin(caller, "choose the versions to compare")
+        for version in (a, b):
+            if not self.registry.exists(version):
+                self.registry.adapter_dir(version)  # raises NotFoundError naming the versions there are
+        if a == b:
+            raise UserError(f"compare two different versions (both are {a})")
+        return self.comparisons.set(a, b, caller.username)
+
+    def comparison(self) -> ComparisonSetup:
+        """The pair under comparison: the admin's choice, else the serving version against the newest other.
+
+        Raises:
+            UserError: there is only one version, so nothing to compare.
+        """
+        chosen = self.comparisons.get()
+        if chosen is not None and self.registry.exists(chosen.a) and self.registry.exists(chosen.b):
+            return chosen
+        serving = self.models.version
+        others = [v for v in [BASE_VERSION, *self.registry.versions()] if v != serving]
+        if not others:
+            raise UserError("there is only one version; train one before comparing")
+        return ComparisonSetup(a=serving, b=others[-1], set_by="default")
+
+    def compare(self, prompt: str, caller: Caller) -> Generation:
+        """Both versions of the pair answer ``prompt``; record them in random left/right order.
+
+        Raises:
+            UserError: the prompt is empty or too long, or there is nothing to compare.
+        """
+        pair = self.comparison()
+        versions = [pair.a, pair.b]
+        self._rng.shuffle(versions)
+        answers = [self.models.generate(prompt, version=v) for v in versions]
+        generation = Generation(
+            reviewer=caller.username,
+            prompt=prompt,
+            system_prompt=self.models.system_prompt,
+            candidates=[a.candidates[0] for a in answers],
+            version=self.models.version,
+            purpose="compare",
+            candidate_versions=versions,
+            sampling=answers[0].sampling,
+            prompt_tokens=answers[0].prompt_tokens,
+        )
+        self.store.append(generation)
+        self.ledger.refresh()
+        return generation
+
+    def vote(self, generation_id: str, vote: str, caller: Caller) -> Feedback:
+        """Record a blind vote on a comparison: ``left``, ``right``, ``tie`` or ``both_bad``.
+
+        Raises:
+            UserError: an unknown vote, or the generation is not a comparison.
+        """
+        ranking = vote_ranking(vote)
+        if self.ledger.generation(generation_id).purpose != "compare":
+            raise UserError("this generation is not an A/B comparison; judge it with accept, edit, reject or rank")
+        return self._judge(generation_id, caller, action="vote", ranking=ranking)
+
+    def comparison_results(self) -> dict:
+        """The A/B results of the pair under comparison, and Bradley-Terry strengths over all votes."""
+        self.ledger.refresh()
+        votes = vote_outcomes(self.ledger.judgements())
+        try:
+            pair = self.comparison()
+        except UserError:
+            return {"a": None, "b": None, "votes": len(votes), "rows": [], "ratings": {}}
+        summary = compare_summary(votes, pair.a, pair.b)
+        ratings = bradley_terry(votes) if votes else None
+        return {
+            "a": pair.a,
+            "b": pair.b,
+            "votes": summary.counts.total,
+            "rows": [list(row) for row in summary.rows()],
+            "win_rate": summary.win_rate,
+            "ci": [summary.ci.low, summary.ci.high],
+            "p_value": summary.p_value,
+            "decision": summary.decision,
+            "ratings": ratings.elo if ratings else {},
+        }
+
     def _check_candidate(self, gen: Generation, candidate: int) -> None:
         if not 0 <= candidate < len(gen.candidates):
             raise UserError(f"candidate {candidate} does not exist; this generation has {len(gen.candidates)}")
@@ -204,18 +301,30 @@ class HITLService:
             raise UserError("a retrain is already running; wait for it to finish")
         return {"queued": True, "requested_by": caller.username, "new_judgements": self.since_last_version()}
 
-    def activate(self, version: str, caller: Caller) -> dict:
+    def activate(self, version: str, caller: Caller, force: bool = False) -> dict:
         """Serve ``version`` (any published version, or ``base``) from now on (admin only).
+
+        A version the promotion gate held back is served only with ``force``, and the activation
+        is then recorded as forced.
 
         Raises:
             PermissionDeniedError: the caller is not an admin.
             NotFoundError: the version does not exist.
+            UserError: the version was held back and ``force`` is not set.
         """
         self._require_admin(caller, "activate a version")
+        # An unknown version is refused by set_active below, with the list of versions there are.
+        held_back = version != BASE_VERSION and self.registry.exists(version) and self.registry.manifest(version).held_back
+        if held_back and not force:
+            raise UserError(
+                f"{version} was held back by the promotion gate ({gate_summary(self.registry.manifest(version))}); "
+                "force the activation to serve it anyway"
+            )
         previous = self.models.version
-        self.registry.set_active(version, by=caller.username, reason=f"activated by admin (was {previous})")
+        reason = f"activated by admin (was {previous})" + ("; forced past the promotion gate" if held_back else "")
+        self.registry.set_active(version, by=caller.username, reason=reason, forced=held_back)
         self.models.activate(version)
-        return {"serving_version": self.models.version, "previous_version": previous}
+        return {"serving_version": self.models.version, "previous_version": previous, "forced": held_back}
 
     def _require_admin(self, caller: Caller, what: str) -> None:
         if not caller.is_admin:
@@ -271,7 +380,30 @@ class HITLService:
                     "reward_margin": pref.reward_margin if pref else None,
                     "kl": pref.kl if pref else None,
                     "duration_s": m.metrics.duration_s,
+                    "status": "serving" if m.version == serving else ("held back" if m.held_back else "ready"),
+                    "gate": gate_summary(m),
+                    **_evaluation_row(m),
                 }
             )
-        rows.append({"version": BASE_VERSION, "serving": serving == BASE_VERSION, "parent": None})
+        rows.append(
+            {"version": BASE_VERSION, "serving": serving == BASE_VERSION, "parent": None,
+             "status": "serving" if serving == BASE_VERSION else "ready"}
+        )
         return rows
+
+
+def _evaluation_row(manifest) -> dict:
+    """The evaluation figures of a version, as Versions-table columns."""
+    e = manifest.evaluation
+    if e is None:
+        return {}
+    return {
+        "heldout_pairs": e.heldout_pairs,
+        "heldout_accuracy": e.heldout_accuracy,
+        "edit_logprob": e.edit_logprob,
+        "perplexity": e.perplexity,
+        "kl_base": e.kl_base,
+        "kl_serving": e.kl_serving,
+        "answer_tokens": e.mean_answer_tokens,
+        "eval_s": e.duration_s,
+    }

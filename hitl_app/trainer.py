@@ -36,6 +36,13 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
 
+    @property
+    def activation_checkpointing(self) -> bool:
+        """Recompute activations in backward: on CUDA, where memory bounds larger bases; not on
+        CPU, where a LoRA on a small base fits and the recomputation costs about a quarter of a
+        stage (SmolLM2-135M, 20 SFT rows, 1 thread: 43 s with it, 33 s without)."""
+        return self.device == "cuda"
+
     @classmethod
     def from_settings(cls, settings: Settings) -> "TrainConfig":
         """The training part of the app's settings."""
@@ -133,6 +140,7 @@ def train_sft(
             lr_scheduler_type="constant",
             max_length=cfg.max_seq_length,
             completion_only_loss=True,
+            activation_checkpointing=cfg.activation_checkpointing,
             logging_steps=1,
             save_strategy="no",
             report_to=[],

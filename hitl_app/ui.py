@@ -16,7 +16,9 @@ import gradio as gr
 from .config import MAX_CANDIDATES
 from .errors import UserError
 from .ranking import format_order, ranks_to_order
+from .dashboard import build_dashboard
 from .service import LOCAL_USER, Caller, HITLService
+from .ui_compare import CompareHandlers, build_compare_tab
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,17 @@ VERSION_COLUMNS = {
     "preference_loss": "pref. loss",
     "reward_accuracy": "reward accuracy",
     "reward_margin": "reward margin",
-    "kl": "KL to base",
+    "kl": "KL to base (train)",
+    "status": "status",
+    "gate": "gate",
+    "heldout_pairs": "held-out pairs",
+    "heldout_accuracy": "held-out accuracy",
+    "edit_logprob": "held-out edit log-prob",
+    "perplexity": "probe perplexity",
+    "kl_base": "KL(new‖base)/token",
+    "kl_serving": "KL(new‖serving)/token",
+    "answer_tokens": "answer tokens",
+    "eval_s": "eval seconds",
     "duration_s": "seconds",
 }
 
@@ -186,9 +198,10 @@ class _Handlers:
         table = [[_fmt(r.get(c)) for c in VERSION_COLUMNS] for r in rows]
         return table, gr.Dropdown(choices=[r["version"] for r in rows], value=self.service.models.version)
 
-    def activate(self, version: str, request: gr.Request) -> str:
-        result = self.service.activate(version, self.caller(request))
-        return f"Now serving {result['serving_version']} (was {result['previous_version']})."
+    def activate(self, version: str, force: bool, request: gr.Request) -> str:
+        result = self.service.activate(version, self.caller(request), force=force)
+        forced = " (forced past the promotion gate; recorded)" if result["forced"] else ""
+        return f"Now serving {result['serving_version']} (was {result['previous_version']}){forced}."
 
     # ----- named API endpoints (JSON in, JSON out) -----
     def api_ask(self, prompt: str, request: gr.Request, candidates: int | None = None) -> dict:
@@ -223,9 +236,9 @@ class _Handlers:
         """Start a retrain now (admin)."""
         return self.service.retrain(self.caller(request))
 
-    def api_activate(self, version: str, request: gr.Request) -> dict:
-        """Serve a version (vNNNN or base) from now on (admin)."""
-        return self.service.activate(version, self.caller(request))
+    def api_activate(self, version: str, request: gr.Request, force: bool = False) -> dict:
+        """Serve a version (vNNNN or base) from now on (admin); a version the gate held back needs ``force``."""
+        return self.service.activate(version, self.caller(request), force=force)
 
     def api_versions(self, request: gr.Request) -> list:
         """Every version with its manifest figures."""
@@ -280,6 +293,7 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
         roles: username -> role for logged-in users; empty when the app runs without logins.
     """
     h = _Handlers(service, roles or {})
+    ch = CompareHandlers(service, h.caller)
     with gr.Blocks(title="Clinician feedback loop") as demo:
         gr.Markdown(
             "# Clinician feedback loop\nAsk a medical question, then rank the candidate answers, "
@@ -355,7 +369,12 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
                         choice = gr.Dropdown(label="Version", choices=[], elem_id="version-choice")
                         activate_btn = gr.Button("Activate / roll back", elem_id="activate")
                         refresh_btn = gr.Button("Refresh")
+                    force = gr.Checkbox(label="Force (serve a version the promotion gate held back)", elem_id="force")
                     activate_result = gr.Textbox(label="Activation", interactive=False)
+                with gr.Tab("Compare"):
+                    compare_outputs = build_compare_tab(ch, _user_errors, MODEL_QUEUE)
+                with gr.Tab("Dashboard"):
+                    build_dashboard(service, demo)
             with gr.Column(scale=1):
                 gr.Markdown("### Status")
                 status_md = gr.Markdown(elem_id="status")
@@ -373,6 +392,10 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
         gr.api(_user_errors(h.api_retrain), api_name="retrain")
         gr.api(_user_errors(h.api_activate), api_name="activate")
         gr.api(_user_errors(h.api_versions), api_name="versions")
+        gr.api(_user_errors(ch.api_compare), api_name="compare", concurrency_id=MODEL_QUEUE, concurrency_limit=1)
+        gr.api(_user_errors(ch.api_vote), api_name="vote")
+        gr.api(_user_errors(ch.api_comparison), api_name="comparison")
+        gr.api(_user_errors(ch.api_results), api_name="compare_results")
 
         private = {"api_visibility": "private"}
         ask_event = {"concurrency_id": MODEL_QUEUE, "concurrency_limit": 1, **private}
@@ -385,7 +408,7 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
         reject_btn.click(_user_errors(h.reject), [current, chooser, reason], result, **private)
         rank_btn.click(_user_errors(h.rank), [current, all_bad, *ranks], [result, chooser, edit_box], **private)
         retrain_btn.click(_user_errors(h.retrain), None, retrain_result, concurrency_id="retrain", **private)
-        activate_btn.click(_user_errors(h.activate), choice, activate_result, **private).then(
+        activate_btn.click(_user_errors(h.activate), [choice, force], activate_result, **private).then(
             h.versions_table, None, [versions, choice], **private
         )
         refresh_btn.click(h.versions_table, None, [versions, choice], **private)
@@ -395,5 +418,6 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
         timer.tick(lambda: _badge(service.models.version), None, badge, **private, show_progress="hidden")
         demo.load(h.status_panel, None, [status_md, progress_bar], **private)
         demo.load(h.versions_table, None, [versions, choice], **private)
+        demo.load(ch.results, None, compare_outputs, **private)
 
     return demo

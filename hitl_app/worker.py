@@ -21,16 +21,20 @@ from pathlib import Path
 from .config import Settings
 from .examples import build_rows
 from .files import atomic_write_text
+from .gate import decide, gate_summary
 from .ledger import FeedbackLedger
 from .preference import PreferenceResult, choose_method, train_preference
 from .registry import Registry
-from .schema import BASE_VERSION, Manifest, PreferenceMetrics, RoundMetrics, TrainerStatus, utc_now
+from .schema import BASE_VERSION, Manifest, PreferenceMetrics, RoundMetrics, RoundRecord, TrainerStatus, utc_now
 from .store import FeedbackStore
 from .trainer import TrainConfig, attach_adapter, train_sft
+from .version_eval import build_eval_sets, evaluate_version
 
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "trainer_status.json"
+# Share of the progress bar for training; evaluation before publishing takes the rest.
+TRAIN_SHARE = 0.75
 FAULT_ENV = "HITL_TRAINER_FAULT"  # test hook: exception | oom | kill, injected at the start of training
 
 
@@ -98,7 +102,13 @@ class RoundRunner:
         cursor = self.registry.consumed_cursor()
         new = self.ledger.judgements(after=cursor)
         older = [j for j in self.ledger.judgements() if j.offset < cursor]
-        rows = build_rows(new, older, self.settings.replay_size, self.settings.seed + len(self.registry.versions()))
+        rows = build_rows(
+            new,
+            older,
+            self.settings.replay_size,
+            self.settings.seed + len(self.registry.versions()),
+            self.settings.holdout_fraction,
+        )
         method = choose_method(self.settings.train_method, len(rows.dpo), len(rows.kto))
         preference_rows = {"dpo": rows.dpo, "kto": rows.kto}.get(method or "", [])
         # Replayed rows alone teach nothing new: a round needs rows from at least one new judgement.
@@ -115,9 +125,10 @@ class RoundRunner:
         _inject_fault()
         model = attach_adapter(base, None if parent == BASE_VERSION else self.registry.adapter_dir(parent), self.cfg)
         # Share the progress bar between the stages by their rough cost: a preference row is a
-        # chosen and a rejected sequence, each through the policy and the reference.
+        # chosen and a rejected sequence, each through the policy and the reference; evaluation
+        # takes about a third of training.
         sft_cost, pref_cost = len(rows.sft), 4 * len(preference_rows)
-        split = sft_cost / (sft_cost + pref_cost)
+        split = TRAIN_SHARE * sft_cost / (sft_cost + pref_cost)
         staging = self.registry.staging_dir()
         try:
             sft = None
@@ -132,11 +143,22 @@ class RoundRunner:
                     preference_rows,
                     self.cfg,
                     beta=self.settings.beta,
-                    progress=lambda f, m: self._progress(split + f * (1 - split), m),
+                    progress=lambda f, m: self._progress(split + f * (TRAIN_SHARE - split), m),
                     reference="base",
                 )
                 preference = _preference_metrics(result)
             model.save_pretrained(str(staging))
+            trained_s = time.perf_counter() - started
+            evaluation = evaluate_version(
+                model,
+                tokenizer,
+                parent,
+                None if parent == BASE_VERSION else self.registry.adapter_dir(parent),
+                build_eval_sets(self.ledger.judgements(), self.settings),
+                self.settings,
+                progress=lambda f, m: self._progress(TRAIN_SHARE + f * (1 - TRAIN_SHARE), m),
+            )
+            gate = decide(evaluation, self.settings)
             manifest = Manifest(
                 version="pending",
                 parent=parent,
@@ -149,23 +171,30 @@ class RoundRunner:
                     "replay_size": self.settings.replay_size,
                     "train_method": self.settings.train_method,
                     "beta": self.settings.beta,
+                    "holdout_fraction": self.settings.holdout_fraction,
                     "requested_by": requested_by,
                 },
                 metrics=RoundMetrics(
                     train_loss_before=sft.loss_before if sft else None,
                     train_loss_after=sft.loss_after if sft else None,
                     duration_s=round(time.perf_counter() - started, 2),
+                    train_duration_s=round(trained_s, 2),
                     rows=rows.counts,
                     sft_steps=sft.steps if sft else 0,
                     preference=preference,
                 ),
+                evaluation=evaluation,
+                gate=gate,
             )
             version = self.registry.publish(staging, manifest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             # Strip the LoRA layers so the next round starts from the clean base without a reload.
             self._base = model.unload()
-        self.registry.set_active(version, by="trainer", reason=f"trained on {len(new)} new judgement(s)")
+        if gate.passed:
+            self.registry.set_active(version, by="trainer", reason=f"trained on {len(new)} new judgement(s)")
+        else:
+            log.warning("%s held back by the promotion gate: %s", version, gate_summary(manifest))
         return version
 
     def _progress(self, fraction: float, message: str) -> None:
@@ -217,15 +246,39 @@ def worker_main(settings_json: str, base_source: str, jobs) -> None:
         job = jobs.get()
         if job is None:
             return
-        runner.status.write(state="training", progress=0.01, message="starting", started_at=utc_now(), last_error=None)
+        started_at, started = utc_now(), time.perf_counter()
+        runner.status.write(state="training", progress=0.01, message="starting", started_at=started_at, last_error=None)
+
+        def record(outcome: str, version: str | None = None, detail: str = "") -> None:
+            runner.registry.record_round(
+                RoundRecord(
+                    started_at=started_at,
+                    duration_s=round(time.perf_counter() - started, 2),
+                    requested_by=job["requested_by"],
+                    outcome=outcome,
+                    version=version,
+                    detail=detail,
+                )
+            )
+
         try:
             version = runner.run(job["requested_by"])
         except Exception as exc:
             log.exception("training round failed")
-            runner.status.write(state="failed", message="training failed", last_error=f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            runner.status.write(state="failed", message="training failed", last_error=error)
+            record("failed", detail=error)
             continue
-        if version is not None:
-            runner.status.write(state="idle", progress=1.0, message=f"published {version}", last_version=version)
+        if version is None:
+            record("nothing_to_train", detail=runner.status.read().message)
+            continue
+        manifest = runner.registry.manifest(version)
+        if manifest.held_back:
+            message = f"{version} held back by the promotion gate: {gate_summary(manifest)}"
+        else:
+            message = f"published and serving {version}"
+        runner.status.write(state="idle", progress=1.0, message=message, last_version=version)
+        record("held_back" if manifest.held_back else "published", version, gate_summary(manifest))
 
 
 class TrainerClient:
@@ -246,9 +299,7 @@ class TrainerClient:
         self._lock = threading.Lock()
         previous = self.status_file.read()
         if previous.state == "training":
-            self.status_file.write(
-                state="failed", last_error="the previous round was interrupted when the app stopped; it will be retried"
-            )
+            self._lost_round(previous, "the previous round was interrupted when the app stopped; it will be retried")
 
     def _ensure_process(self) -> None:
         if self._proc is not None and self._proc.is_alive():
@@ -275,11 +326,25 @@ class TrainerClient:
         if status.state == "training" and proc is not None and not proc.is_alive():
             code = proc.exitcode
             why = "killed" if code is not None and code < 0 else "exited"
-            status = self.status_file.write(
-                state="failed",
-                last_error=f"trainer process {why} (exit code {code}) during the round; serving continues, the next trigger retries",
+            status = self._lost_round(
+                status,
+                f"trainer process {why} (exit code {code}) during the round; serving continues, the next trigger retries",
             )
         return status
+
+    def _lost_round(self, status: TrainerStatus, error: str) -> TrainerStatus:
+        """Mark a round whose process died (or whose app stopped) failed, in the status and the round log."""
+        started_at = status.started_at or utc_now()
+        Registry(self.settings.checkpoints_dir).record_round(
+            RoundRecord(
+                started_at=started_at,
+                duration_s=round(max(0.0, (utc_now() - started_at).total_seconds()), 2),
+                requested_by=status.requested_by or "unknown",
+                outcome="failed",
+                detail=error,
+            )
+        )
+        return self.status_file.write(state="failed", last_error=error)
 
     def busy(self) -> bool:
         """Whether a round is queued or running."""
@@ -292,7 +357,12 @@ class TrainerClient:
                 return False
             self._ensure_process()
             self.status_file.write(
-                state="training", progress=0.0, message=f"queued by {requested_by}", started_at=utc_now(), last_error=None
+                state="training",
+                progress=0.0,
+                message=f"queued by {requested_by}",
+                started_at=utc_now(),
+                requested_by=requested_by,
+                last_error=None,
             )
             self._jobs.put({"requested_by": requested_by})
             return True

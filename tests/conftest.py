@@ -106,6 +106,7 @@ def make_settings(tmp_path: Path, tiny_base: Path):
             "lora_alpha": 8,
             "max_seq_length": 256,
             "trainer_threads": 1,
+            "holdout_fraction": 0.0,
         }
         values.update(overrides)
         return Settings(**values)

@@ -21,7 +21,10 @@ from tests.conftest import REPO
 
 ADMIN = ("admin", "admin-pw")
 CLINICIAN = ("drlee", "lee-pw")
-ENDPOINTS = ["ask", "accept", "edit", "reject", "rank", "status", "retrain", "activate", "versions"]
+ENDPOINTS = [
+    "ask", "accept", "edit", "reject", "rank", "status", "retrain", "activate", "versions",
+    "compare", "vote", "comparison", "compare_results",
+]
 
 
 def _free_port() -> int:
@@ -44,6 +47,7 @@ def app(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path):
         max_new_tokens=8,
         temperature=0.7,
         candidates=1,
+        holdout_fraction=0.0,
         retrain_threshold=3,
         learning_rate=5e-3,
         lora_r=4,
@@ -296,3 +300,75 @@ def test_a_ranking_then_a_retrain_gives_a_version_trained_by_dpo(app, monkeypatc
     manifest = app.service.registry.manifest(newest["version"])
     assert ranked["feedback_id"] in manifest.new_record_ids
     assert manifest.metrics.preference is not None and manifest.metrics.preference.rows == newest["dpo_rows"]
+
+
+# ----- blind A/B comparison -----
+def test_compare_and_vote_through_the_api(app) -> None:
+    client, admin = _client(app), _client(app, ADMIN)
+    _wait_for(lambda: client.predict(api_name="/status")["trainer"]["state"] != "training")
+    versions = client.predict(api_name="/status")["versions"]
+    assert len(versions) >= 2, versions
+    newest = versions[-1]
+    with pytest.raises(Exception, match="only an admin may choose the versions to compare"):
+        client.predict("base", newest, api_name="/comparison")
+    with pytest.raises(Exception, match="compare two different versions"):
+        admin.predict(newest, newest, api_name="/comparison")
+    assert admin.predict("base", newest, api_name="/comparison")["a"] == "base"
+
+    before = _store_lines(app)
+    seen_versions = set()
+    for vote in ("left", "right", "tie", "both_bad", "left"):
+        pair = client.predict("What is the treatment for anaphylaxis?", api_name="/compare")
+        assert set(pair) == {"generation_id", "left", "right"}  # the versions stay hidden
+        saved = client.predict(pair["generation_id"], vote, api_name="/vote")
+        assert saved["reviewer"] == CLINICIAN[0] and saved["vote"] == vote
+        assert {saved["left_version"], saved["right_version"]} == {"base", newest}
+        seen_versions.add(saved["left_version"])
+        stored = app.service.ledger.generation(pair["generation_id"])
+        assert stored.purpose == "compare" and stored.candidate_versions == [saved["left_version"], saved["right_version"]]
+    assert _store_lines(app) == before + 10  # a generation and a vote each
+
+    results = client.predict(api_name="/compare_results")
+    assert (results["a"], results["b"]) == ("base", newest)
+    assert results["votes"] == 5
+    labels = [row[0] for row in results["rows"]]
+    assert "both bad" in labels and "95% CI (bootstrap)" in labels and "chi-square (McNemar), p" in labels
+    assert set(results["ratings"]) == {"base", newest}
+
+    # Bad votes store nothing.
+    pair = client.predict("What is a fever?", api_name="/compare")
+    before = _store_lines(app)
+    with pytest.raises(Exception, match="unknown vote 'maybe'"):
+        client.predict(pair["generation_id"], "maybe", api_name="/vote")
+    review = client.predict("What is a fever?", 1, api_name="/ask")
+    with pytest.raises(Exception, match="not an A/B comparison"):
+        client.predict(review["generation_id"], "left", api_name="/vote")
+    assert _store_lines(app) == before + 1  # only the /ask generation
+
+
+def test_a_held_back_version_is_served_only_when_forced(app) -> None:
+    import shutil
+
+    from hitl_app.schema import GateCheck, GateResult
+
+    registry = app.service.registry
+    source = registry.versions()[-1]
+    staging = registry.staging_dir()
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        shutil.copy(registry.adapter_dir(source) / name, staging / name)
+    failed = GateResult(
+        enabled=True, passed=False, checks=[GateCheck(metric="perplexity", value=30.0, serving=20.0, limit=22.0, passed=False)]
+    )
+    held = registry.publish(staging, registry.manifest(source).model_copy(update={"gate": failed}))
+
+    admin, client = _client(app, ADMIN), _client(app)
+    row = next(r for r in client.predict(api_name="/versions") if r["version"] == held)
+    assert row["status"] == "held back" and row["gate"] == "perplexity 30 beyond limit 22"
+    with pytest.raises(Exception, match=f"{held} was held back by the promotion gate .perplexity 30 beyond limit 22."):
+        admin.predict(held, api_name="/activate")
+    assert client.predict(api_name="/status")["serving_version"] != held
+    forced = admin.predict(held, True, api_name="/activate")
+    assert forced["serving_version"] == held and forced["forced"] is True
+    last = registry.activations()[-1]
+    assert (last.version, last.activated_by, last.forced) == (held, ADMIN[0], True)
+    assert client.predict("What is asthma?", 1, api_name="/ask")["version"] == held

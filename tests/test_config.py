@@ -46,6 +46,14 @@ HELP_FLAGS = [
     "--candidates",
     "--train-method",
     "--beta",
+    "--holdout-fraction",
+    "--gate",
+    "--gate-max-accuracy-drop",
+    "--gate-min-pairs",
+    "--gate-max-perplexity-rise",
+    "--gate-kl-budget",
+    "--gate-max-logprob-drop",
+    "--eval-probe-prompts",
 ]
 
 
@@ -92,6 +100,13 @@ def write_json(path: Path, data: object) -> Path:
         ("num_epochs", 1),
         ("feedback_dir", Path("feedback")),
         ("checkpoints_dir", Path("checkpoints")),
+        ("holdout_fraction", 0.2),
+        ("gate", "on"),
+        ("gate_max_accuracy_drop", 0.05),
+        ("gate_min_pairs", 4),
+        ("gate_max_perplexity_rise", 0.10),
+        ("gate_kl_budget", 0.25),
+        ("eval_probe_prompts", 16),
     ],
 )
 def test_defaults(field: str, expected: object) -> None:
@@ -146,6 +161,14 @@ FLAG_TABLE = [
     ("seed", ["--seed", "7"], {"HITL_SEED": "7"}, 7),
     ("train_method", ["--train-method", "kto"], {"HITL_TRAIN_METHOD": "kto"}, "kto"),
     ("beta", ["--beta", "0.3"], {"HITL_BETA": "0.3"}, 0.3),
+    ("holdout_fraction", ["--holdout-fraction", "0.3"], {"HITL_HOLDOUT_FRACTION": "0.3"}, 0.3),
+    ("gate", ["--gate", "off"], {"HITL_GATE": "off"}, "off"),
+    ("gate_max_accuracy_drop", ["--gate-max-accuracy-drop", "0.1"], {"HITL_GATE_MAX_ACCURACY_DROP": "0.1"}, 0.1),
+    ("gate_min_pairs", ["--gate-min-pairs", "8"], {"HITL_GATE_MIN_PAIRS": "8"}, 8),
+    ("gate_max_perplexity_rise", ["--gate-max-perplexity-rise", "0.2"], {"HITL_GATE_MAX_PERPLEXITY_RISE": "0.2"}, 0.2),
+    ("gate_kl_budget", ["--gate-kl-budget", "0.5"], {"HITL_GATE_KL_BUDGET": "0.5"}, 0.5),
+    ("gate_max_logprob_drop", ["--gate-max-logprob-drop", "0.3"], {"HITL_GATE_MAX_LOGPROB_DROP": "0.3"}, 0.3),
+    ("eval_probe_prompts", ["--eval-probe-prompts", "8"], {"HITL_EVAL_PROBE_PROMPTS": "8"}, 8),
 ]
 
 
@@ -265,6 +288,10 @@ def test_one_error_lists_every_problem(tmp_path: Path) -> None:
         (dict(candidates=5), "--candidates must be between 1 and 4"),
         (dict(candidates=2, temperature=0), "--candidates above 1 needs sampling"),
         (dict(beta=0), "--beta must be positive"),
+        (dict(holdout_fraction=1.0), "--holdout-fraction must be in [0, 1)"),
+        (dict(gate_max_perplexity_rise=-0.1), "gate tolerances"),
+        (dict(gate_kl_budget=0), "--gate-kl-budget must be positive"),
+        (dict(gate_min_pairs=0), "--gate-min-pairs and --eval-probe-prompts must be at least 1"),
         (dict(top_p=0), "--top-p must be in (0, 1]"),
         (dict(top_p=1.5), "--top-p must be in (0, 1]"),
         (dict(trainer_threads=0), "--trainer-threads at least 1"),

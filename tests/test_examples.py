@@ -293,7 +293,7 @@ def test_rows_without_a_system_prompt_have_only_the_user_message(
 
 # ----- a round's rows -----
 
-ZERO = {"sft": 0, "dpo": 0, "kto_desirable": 0, "kto_undesirable": 0, "dropped_identical_pairs": 0}
+ZERO = {"sft": 0, "dpo": 0, "kto_desirable": 0, "kto_undesirable": 0, "dropped_identical_pairs": 0, "held_out": 0}
 
 
 @pytest.mark.parametrize(
@@ -421,7 +421,7 @@ def test_replay_rows_carry_the_older_answers() -> None:
     assert sorted(rows.record_ids) == sorted(j.feedback.id for j in older[:5])  # the all-tied rank has no rows
     assert rows.counts == {
         "replay_edit": 2, "replay_accept": 1, "replay_reject": 1, "replay_rank": 1,
-        "sft": 3, "dpo": 1, "kto_desirable": 1, "kto_undesirable": 4, "dropped_identical_pairs": 1,
+        "sft": 3, "dpo": 1, "kto_desirable": 1, "kto_undesirable": 4, "dropped_identical_pairs": 1, "held_out": 0,
     }
     by_prompt = {user_prompt(r): completion(r) for r in rows.sft}
     assert by_prompt == {j.generation.prompt: sft_target(j) for j in older if sft_target(j) is not None}
@@ -442,3 +442,35 @@ def test_build_rows_does_not_mutate_its_inputs() -> None:
     new_before, older_before = list(new), list(older)
     build_rows(new, older, replay_size=2, seed=3)
     assert new == new_before and older == older_before
+
+
+# ----- the held-out slice -----
+def test_held_out_judgements_are_consumed_but_never_trained_on() -> None:
+    from hitl_app.holdout import is_held_out
+
+    new = judgements("aekrn" * 40, start=10_000, tag="new ")
+    older = judgements("aekrn" * 40, tag="old ")
+    rows = build_rows(new, older, replay_size=len(older), seed=0, holdout_fraction=0.3)
+    held_new = [j for j in new if is_held_out(j, 0.3)]
+    held_old = [j for j in older if is_held_out(j, 0.3)]
+    # Only pair-yielding actions are held out, and roughly the asked share of them (36 of 120
+    # expected each; the ids are random, and these bounds are four standard deviations wide).
+    assert {j.feedback.action for j in held_new + held_old} <= {"edit", "rank"}
+    assert 15 <= len(held_new) <= 57 and 15 <= len(held_old) <= 57
+    assert rows.counts["held_out"] == len(held_new)
+    trained = set(rows.record_ids)
+    assert not trained & {j.feedback.id for j in held_new + held_old}
+    assert rows.new_record_ids == [j.feedback.id for j in new]  # consumed all the same
+    # The choice depends on the record id alone: the same every round.
+    assert [is_held_out(j, 0.3) for j in new] == [is_held_out(j, 0.3) for j in new]
+    assert build_rows(new, older, replay_size=0, seed=0, holdout_fraction=0.0).counts["held_out"] == 0
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.2, 0.5])
+def test_holdout_draw_is_uniform_enough(fraction: float) -> None:
+    from hitl_app.holdout import holdout_draw
+
+    draws = [holdout_draw(f"record-{i}") for i in range(4000)]
+    assert all(0 <= d < 1 for d in draws)
+    share = sum(d < fraction for d in draws) / len(draws)
+    assert abs(share - fraction) < 0.03

@@ -18,7 +18,7 @@ import torch
 
 from hitl_app.base_model import LoadOptions, load_base, load_tokenizer
 from hitl_app.config import LORA_TARGETS
-from hitl_app.errors import UserError
+from hitl_app.errors import NotFoundError, UserError
 from hitl_app.models import ModelManager
 from hitl_app.registry import Registry
 from hitl_app.schema import BASE_VERSION, Manifest, RoundMetrics, Sampling
@@ -110,13 +110,13 @@ def reference(tiny_base: Path, published: Path):
     return logits
 
 
-def served_logits(manager: ModelManager) -> torch.Tensor:
+def served_logits(manager: ModelManager, version: str | None = None) -> torch.Tensor:
     """Last-position logits of PROMPT as the manager computes them while answering (lm_head hook)."""
     captured: list[torch.Tensor] = []
     lm_head = manager.model.get_base_model().lm_head
     handle = lm_head.register_forward_hook(lambda module, args, out: captured.append(out.detach().clone()))
     try:
-        manager.generate(PROMPT, sampling=ONE_TOKEN)
+        manager.generate(PROMPT, sampling=ONE_TOKEN, version=version)
     finally:
         handle.remove()
     assert captured, "generate() never reached the lm_head"
@@ -202,6 +202,21 @@ def test_swap_from_a_loaded_adapter(
     assert_same(served_logits(manager), reference("v0001"))
     manager.activate(BASE_VERSION)
     assert_same(served_logits(manager), reference(BASE_VERSION))
+
+
+def test_another_version_answers_without_changing_the_serving_one(manager: ModelManager, reference) -> None:
+    """A/B comparisons: any published version (or base) answers one call; serving stays exact."""
+    manager.activate("v0001")
+    for version in ["v0002", BASE_VERSION, "v0005", "v0003", "v0004", "v0002"]:  # v0005: another rank
+        assert_same(served_logits(manager, version), reference(version))
+        assert manager.generate(PROMPT, sampling=GREEDY, version=version).version == version
+        assert manager.version == "v0001"
+        assert_same(served_logits(manager), reference("v0001"))
+    extra = [name for name in manager.model.peft_config if name != manager._adapter]
+    assert len(extra) <= 4  # comparison adapters are bounded
+    with pytest.raises(NotFoundError):
+        manager.generate(PROMPT, sampling=GREEDY, version="v0099")
+    assert_same(served_logits(manager), reference("v0001"))
 
 
 def test_activate_unknown_version_keeps_serving(manager: ModelManager, reference) -> None:

@@ -206,14 +206,14 @@ def test_other_actions_are_never_all_unacceptable(fields: dict) -> None:
 @pytest.mark.parametrize(
     "fields, message",
     [
-        pytest.param({"action": "rank"}, "a ranking goes with action 'rank'", id="rank-without-ranking"),
-        pytest.param({"action": "rank", "ranking": None}, "a ranking goes with action 'rank'", id="rank-ranking-none"),
-        pytest.param({"action": "accept", "ranking": [[1], [0]]}, "a ranking goes with action 'rank'", id="accept-with-ranking"),
-        pytest.param({"action": "accept", "ranking": []}, "a ranking goes with action 'rank'", id="accept-with-empty-ranking"),
+        pytest.param({"action": "rank"}, "a ranking goes with actions 'rank' and 'vote'", id="rank-without-ranking"),
+        pytest.param({"action": "rank", "ranking": None}, "a ranking goes with actions 'rank' and 'vote'", id="rank-ranking-none"),
+        pytest.param({"action": "accept", "ranking": [[1], [0]]}, "a ranking goes with actions 'rank' and 'vote'", id="accept-with-ranking"),
+        pytest.param({"action": "accept", "ranking": []}, "a ranking goes with actions 'rank' and 'vote'", id="accept-with-empty-ranking"),
         pytest.param(
-            {"action": "reject", "reason": "Unsafe.", "ranking": [[0], [1]]}, "a ranking goes with action 'rank'", id="reject-with-ranking"
+            {"action": "reject", "reason": "Unsafe.", "ranking": [[0], [1]]}, "a ranking goes with actions 'rank' and 'vote'", id="reject-with-ranking"
         ),
-        pytest.param({"action": "edit", "text": "Better.", "ranking": [[0]]}, "a ranking goes with action 'rank'", id="edit-with-ranking"),
+        pytest.param({"action": "edit", "text": "Better.", "ranking": [[0]]}, "a ranking goes with actions 'rank' and 'vote'", id="edit-with-ranking"),
         pytest.param({"action": "rank", "ranking": [[0], [0]]}, "names each candidate once", id="duplicate"),
         pytest.param({"action": "rank", "ranking": [[0, 1], [1]]}, "names each candidate once", id="duplicate-across-groups"),
         pytest.param({"action": "rank", "ranking": [[0, 0]]}, "names each candidate once", id="duplicate-within-tie"),

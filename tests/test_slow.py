@@ -38,6 +38,7 @@ def test_edits_on_the_embedded_model_raise_the_logprob_of_the_edited_answers(
         checkpoints_dir=tmp_path / "checkpoints",
         device="cpu",
         retrain_threshold=len(QUESTIONS),
+        holdout_fraction=0.0,
         max_new_tokens=16,
     )
     service = create_service(settings)

@@ -113,6 +113,14 @@ def test_round_in_the_trainer_process(settings, tiny_base: Path, clients) -> Non
     assert status.state == "idle" and "nothing to train" in status.message
     assert client._proc is proc
     assert registry.versions() == ["v0001"]
+    # Both rounds are in the round log, the dashboard's retrain timeline.
+    rounds = registry.rounds()
+    assert [(r.outcome, r.version, r.requested_by) for r in rounds] == [
+        ("published", "v0001", "admin"),
+        ("nothing_to_train", None, "admin"),
+    ]
+    assert rounds[0].duration_s > 0 and rounds[0].started_at <= rounds[1].started_at
+    assert "nothing to train" in rounds[1].detail
 
     client.stop(timeout_s=30)
     assert not proc.is_alive()
@@ -161,6 +169,10 @@ def test_failed_round_publishes_nothing_and_the_next_retries(
     assert status.last_version == "v0001"
     assert registry.versions() == ["v0001"]
     assert registry.active().version == "v0001"
+    failed, published = registry.rounds()
+    assert (failed.outcome, failed.version, failed.requested_by) == ("failed", None, "auto")
+    assert error in failed.detail
+    assert (published.outcome, published.version) == ("published", "v0001")
 
 
 def test_round_interrupted_by_an_app_restart_is_marked_failed(settings, tiny_base: Path, clients) -> None:
@@ -172,6 +184,8 @@ def test_round_interrupted_by_an_app_restart_is_marked_failed(settings, tiny_bas
     assert status.state == "failed"
     assert "interrupted" in status.last_error
     assert status_file.read().state == "failed"
+    [lost] = Registry(settings.checkpoints_dir).rounds()
+    assert lost.outcome == "failed" and "interrupted" in lost.detail
     assert client._proc is None  # nothing was started by reading the status
     assert not client.busy()
 

@@ -1,0 +1,37 @@
+"""Benchmark of the feedback loop on the real embedded model (SmolLM2-135M-Instruct).
+
+Run from the repository root::
+
+    .venv/bin/python -m hitl_app.bench [--out bench-results/bench.json] [--quick]
+                                       [--only swap,candidates,retrain,answers]
+                                       [--serve-threads 1,2] [--trainer-threads N] [--keep]
+
+(``make bench`` runs the full set.) Each benchmark measures its figures side by side in one run,
+so that ratios stay meaningful on a noisy machine:
+
+1. ``swap`` (swap.py): after ``Registry.set_active``, how long until ``ModelManager`` serves the
+   new version (the ACTIVE watcher, polling every 50 ms, hot-swaps the LoRA tensors), and how
+   long the swap held the generation lock; compared with a full reload (``load_base`` +
+   ``PeftModel.from_pretrained``) of the same adapter. Goals: median <= 0.1 s, >= 3x faster.
+2. ``retrain`` (retrain.py): the wall time of one round on N = 20 judgements (8 edits, 6
+   rankings, 4 accepts, 2 rejects; see judgements.py) in the real trainer process
+   (``TrainerClient``), from ``request()`` until the trainer is idle with a new version; the
+   manifest's rows per kind, its SFT and preference (DPO) stages' figures, and the time of the
+   evaluation before publishing and the gate's verdict. Goal: <= 60 s.
+3. ``answers`` (answers.py): p50/p95 latency of complete greedy answers while idle and while a
+   round runs in the trainer process, for each serving thread count. Goal: p95 ratio <= 1.5.
+4. ``candidates`` (candidates.py): K = 4 sampled candidates in one batched ``generate`` call
+   against 4 single calls: answer tokens per second of each, their ratio, and the wall ratio;
+   also at fixed length. Goal: throughput ratio >= 2.5.
+
+``--quick`` runs every benchmark with small counts (a smoke test of a few minutes: the two
+trainer rounds dominate it); ``--only`` runs a subset. Everything runs in a fresh temporary checkpoints/feedback workspace; the only thing
+written under the real ``checkpoints/`` is the converted base model (``checkpoints/base``),
+which the app itself would create on first start. Results go to a JSON file (``--out``) and a
+final table; the exit status is 1 if any selected benchmark failed.
+
+Modules: ``config`` (what runs), ``items`` and ``judgements`` (the judged questions and the
+records written for them), ``workspace`` (settings and the serving model), ``adapters``
+(versions to serve), ``rounds`` (trainer-process rounds), ``timing`` and ``stats`` (measuring),
+one module per benchmark, ``report`` (goals and table) and ``__main__`` (the command line).
+"""

@@ -1,0 +1,101 @@
+"""What the benchmark runs: which benchmarks, how many repeats of each, and where things live."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent.parent
+BASE_DIR = REPO / "checkpoints" / "base"
+DEFAULT_OUT = Path("bench-results/bench.json")
+# The question every timed answer (answers, candidates) and the swap's logits check use.
+QUESTION = "What are the warning signs of a stroke, and what should someone do if they notice them?"
+# Benchmark names for --only, in the order they run. Candidates run before the trainer process
+# starts, as they measure serving while the trainer is idle.
+BENCHMARKS: tuple[str, ...] = ("swap", "candidates", "retrain", "answers")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """How much of each benchmark to run."""
+
+    quick: bool = False
+    only: tuple[str, ...] = BENCHMARKS  # the benchmarks to run (--only)
+    trained_adapters: bool = True  # swap adapters from real rounds (RoundRunner), else synthetic
+    adapter_judgements: int = 4  # judgements per in-process round that makes a swap adapter
+    swaps: int = 10  # publish-to-serving measurements, alternating between two versions
+    reloads: int = 3  # full reloads to compare with
+    retrain_judgements: int = 20  # judgements per trainer-process round (the mix in items.MIX)
+    # Share of pair-yielding judgements held out for evaluation. The app holds out 20% (by record
+    # id, so which ones varies); the benchmark trains on all N, so a round's rows are exactly the
+    # mix's (items.MIX) every run. The round's evaluation then has no held-out feedback to score;
+    # its fixed parts (shipped reference answers, probe perplexity, KL, answer length) still run.
+    holdout_fraction: float = 0.0
+    # Probe prompts of the round's KL estimate (the app's --eval-probe-prompts); None: the app's
+    # default. The quick run lowers it: the evaluation before publishing dominates a tiny round.
+    eval_probe_prompts: int | None = None
+    idle_answers: int = 12  # idle answers per serving thread count (after one warm-up)
+    busy_answers: int = 8  # at least this many answers per thread count during retraining
+    max_busy_rounds: int = 3  # extra rounds may be queued until busy_answers is reached
+    # Keep answering until the busy round ends (the full run); else stop once busy_answers are in
+    # and let the round finish alone (the quick run: answers compete with it for the CPU).
+    answer_whole_round: bool = True
+    max_new_tokens: int = 48  # greedy answers of the answers benchmark
+    serve_threads: tuple[int, ...] = (1, 2)
+    trainer_threads: int = 1
+    round_timeout_s: float = 1200.0
+    candidates_k: int = 4  # candidates per question: one batched call vs this many single calls
+    candidates_pairs: int = 5  # interleaved (batched, sequential) pairs per length mode, after a warm-up
+    candidates_max_new_tokens: int = 64  # sampled answers of the candidates benchmark
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.only if name not in BENCHMARKS]
+        problems = [f"unknown benchmark(s) {', '.join(unknown)}; expected some of {', '.join(BENCHMARKS)}"] if unknown else []
+        if not self.only:
+            problems.append("no benchmark selected")
+        if not self.serve_threads or min(self.serve_threads) < 1:
+            problems.append(f"serve threads must be at least 1 each (got {self.serve_threads})")
+        if self.candidates_k < 2:
+            problems.append(f"candidates_k must be at least 2 to compare batching (got {self.candidates_k})")
+        if self.retrain_judgements < 1 or self.candidates_pairs < 1:
+            problems.append("retrain_judgements and candidates_pairs must be at least 1")
+        if problems:
+            raise ValueError("invalid benchmark configuration:\n  - " + "\n  - ".join(problems))
+
+    @classmethod
+    def make(
+        cls, quick: bool, serve_threads: tuple[int, ...], trainer_threads: int, only: tuple[str, ...] = BENCHMARKS
+    ) -> "BenchConfig":
+        """The full configuration, or a smoke-test one (about three minutes) with ``quick``.
+
+        Raises:
+            ValueError: an unknown benchmark name, or counts that cannot run (all listed at once).
+        """
+        # Keep the run order whatever order --only named them in.
+        ordered = tuple(name for name in BENCHMARKS if name in only) + tuple(n for n in only if n not in BENCHMARKS)
+        cfg = cls(serve_threads=serve_threads, trainer_threads=trainer_threads, only=ordered)
+        if quick:
+            cfg = replace(
+                cfg,
+                quick=True,
+                # Two in-process rounds cost about a minute; a swap only depends on the adapters'
+                # shapes, so the smoke run publishes two random adapters of the app's LoRA shape.
+                trained_adapters=False,
+                swaps=3,
+                reloads=1,
+                retrain_judgements=2,
+                idle_answers=2,
+                busy_answers=2,
+                max_busy_rounds=1,
+                answer_whole_round=False,
+                eval_probe_prompts=2,
+                max_new_tokens=12,
+                round_timeout_s=300.0,
+                candidates_pairs=1,
+                candidates_max_new_tokens=12,
+            )
+        return cfg
+
+    def runs(self, name: str) -> bool:
+        """Whether benchmark ``name`` was selected."""
+        return name in self.only

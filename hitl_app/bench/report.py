@@ -1,0 +1,191 @@
+"""The goals each figure is held to, and the final table of figures and verdicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .answers import QUIET_CORES
+from .stats import fmt
+
+GOALS = {
+    "swap_max_s": 0.1,  # median publish-to-serving
+    "swap_min_speedup": 3.0,  # median reload / median publish-to-serving
+    "retrain_max_s": 60.0,  # one round of N=20, request() to idle with a new version
+    "evaluation_max_share": 0.5,  # evaluation before publishing / the round's training time
+    "busy_max_p95_ratio": 1.5,  # p95 busy / p95 idle, per serving thread count
+    "candidates_min_speedup": 2.5,  # median tokens/s, K candidates in one call / in K calls
+}
+Row = tuple[str, str, str]  # (figure, value, goal or note)
+
+
+def evaluate_goals(results: dict[str, Any]) -> dict[str, Any]:
+    """Which goals each measured figure meets (None where the figure is missing)."""
+    goals: dict[str, Any] = {"targets": GOALS}
+    swap = results.get("swap") or {}
+    if "median_swap_s" in swap:
+        goals["swap_within_0.1s"] = swap["median_swap_s"] <= GOALS["swap_max_s"]
+        speedup = swap["speedup_reload_over_swap"]
+        goals["swap_3x_faster_than_reload"] = speedup is not None and speedup >= GOALS["swap_min_speedup"]
+    retrain = results.get("retrain") or {}
+    if "wall_s" in retrain:
+        goals["retrain_within_60s"] = retrain["wall_s"] <= GOALS["retrain_max_s"]
+        share = retrain.get("evaluation_share_of_training")
+        goals["evaluation_within_50pct_of_training"] = None if share is None else share <= GOALS["evaluation_max_share"]
+    answers = results.get("answers") or {}
+    for key, row in (answers.get("per_threads") or {}).items():
+        r = row["p95_ratio_busy_over_idle"]
+        goals[f"answers_p95_ratio_within_1.5_serve_threads_{key}"] = None if r is None else r <= GOALS["busy_max_p95_ratio"]
+    candidates = results.get("candidates") or {}
+    if "throughput_ratio" in candidates:
+        r = candidates["throughput_ratio"]
+        goals["candidates_throughput_2.5x_sequential"] = None if r is None else r >= GOALS["candidates_min_speedup"]
+    return goals
+
+
+def _swap_rows(swap: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
+    pts = swap["publish_to_serving"]
+    return [
+        ("1. swap: publish -> serving, median", fmt(swap["median_swap_s"], " ms", 1e3, 1),
+         f"<= 100 ms: {fmt(goals.get('swap_within_0.1s'))}"),
+        ("   publish -> serving, min / max", f"{fmt(pts['min_s'], ' ms', 1e3, 1)} / {fmt(pts['max_s'], ' ms', 1e3, 1)}", f"n = {pts['n']}"),
+        ("   swap lock held, median", fmt(swap["median_lock_held_s"], " ms", 1e3, 2), ""),
+        ("   activate (read + swap), median", fmt(swap["activate_total"]["p50_s"], " ms", 1e3, 1), ""),
+        ("   full reload, median", fmt(swap["median_reload_s"], " s", 1, 2), f"n = {swap['reload']['n']}"),
+        ("   reload / swap", fmt(swap["speedup_reload_over_swap"], " x", 1, 1),
+         f">= 3x: {fmt(goals.get('swap_3x_faster_than_reload'))}"),
+        ("   other processes' CPU during swaps", fmt(swap.get("foreign_cpu_cores"), " cores", 1, 2), ""),
+        ("   max |logit diff| swapped vs reloaded", f"{swap['check']['max_abs_logit_diff_swapped_vs_reloaded']:.2e}",
+         f"adapter effect {swap['check']['max_abs_logit_diff_adapter_vs_base']:.2e}"),
+    ]
+
+
+def _rows_text(rows: dict[str, int]) -> str:
+    """A manifest's row counts, briefly: sft, dpo, kto desirable/undesirable."""
+    return (f"sft {rows.get('sft', 0)}, dpo {rows.get('dpo', 0)}, "
+            f"kto +{rows.get('kto_desirable', 0)}/-{rows.get('kto_undesirable', 0)}")
+
+
+def _preference_text(pref: dict[str, Any] | None) -> str:
+    if not pref:
+        return "no preference stage"
+    return f"{pref['method'].upper()} {pref['rows']} rows, {pref['steps']} steps, {fmt(pref['duration_s'], ' s', 1, 1)}"
+
+
+def _gate_text(figures: dict[str, Any]) -> str:
+    if figures.get("gate_passed") is None:
+        return "no promotion gate"
+    failures = ", ".join(figures.get("gate_failures") or [])
+    return f"gate passed: {fmt(figures['gate_passed'])}" + (f" ({failures})" if failures else "")
+
+
+def _retrain_rows(retrain: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
+    mix = ", ".join(f"{n} {kind}" for kind, n in retrain["mix"].items() if n)
+    pref = retrain.get("preference")
+    rows: list[Row] = [
+        (f"2. retrain round, N = {retrain['judgements']}: wall", fmt(retrain["wall_s"], " s", 1, 1),
+         f"<= 60 s: {fmt(goals.get('retrain_within_60s'))}"),
+        ("   judgements", mix, f"holdout {retrain['holdout_fraction']}, method {retrain['train_method']}"),
+        ("   rows (manifest)", _rows_text(retrain["rows"]),
+         f"as expected: {fmt(retrain['rows_match_expected'])}, dropped pairs {retrain['rows'].get('dropped_identical_pairs', 0)}"),
+        ("   manifest duration_s", fmt(retrain["manifest_duration_s"], " s", 1, 1), _preference_text(pref)),
+        ("   SFT: loss before -> after", f"{fmt(retrain['loss_before'])} -> {fmt(retrain['loss_after'])}",
+         f"{retrain['sft_rows']} rows, {retrain['sft_steps']} steps, SFT alone {fmt(retrain['sft_duration_s'], ' s', 1, 1)}"),
+        ("   load + SFT + save", fmt(retrain["load_sft_save_s"], " s", 1, 1),
+         f"trainer_threads = {retrain['trainer_threads']}"),
+        ("   evaluation before publishing", fmt(retrain["evaluation_duration_s"], " s", 1, 1), _gate_text(retrain)),
+        ("   evaluation / training time", fmt(retrain.get("evaluation_share_of_training"), " %", 100, 0),
+         f"<= 50 %: {fmt(goals.get('evaluation_within_50pct_of_training'))}; training {fmt(retrain['train_duration_s'], ' s', 1, 1)}"),
+    ]
+    if pref:
+        rows += [
+            (f"   {pref['method'].upper()}: loss / reward accuracy", f"{fmt(pref['loss'])} / {fmt(pref['reward_accuracy'], '', 1, 2)}",
+             f"eval loss {fmt(pref['loss_before'])} -> {fmt(pref['loss_after'])}"),
+            (f"   {pref['method'].upper()}: reward margin / kl", f"{fmt(pref['reward_margin'])} / {fmt(pref['kl'])}", ""),
+        ]
+    rows.append(("   other processes' CPU during the round", fmt(retrain.get("foreign_cpu_cores"), " cores", 1, 2), ""))
+    return rows
+
+
+def _answers_rows(answers: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for key, row in (answers.get("per_threads") or {}).items():
+        idle, busy = row["idle"], row["busy"]
+        rows += [
+            (f"3. answers, {key} serve thread(s): idle p50 / p95",
+             f"{fmt(idle['p50_s'], ' s', 1, 2)} / {fmt(idle['p95_s'], ' s', 1, 2)}",
+             f"n = {idle['n']}, {answers['max_new_tokens']} new tokens max"),
+            ("   during retrain p50 / p95",
+             f"{fmt(busy['p50_s'], ' s', 1, 2)} / {fmt(busy['p95_s'], ' s', 1, 2)}", f"n = {busy['n']}"),
+            ("   p95 busy / p95 idle", fmt(row["p95_ratio_busy_over_idle"], " x", 1, 2),
+             f"<= 1.5: {fmt(goals.get(f'answers_p95_ratio_within_1.5_serve_threads_{key}'))}"),
+            ("   other processes' CPU, idle / busy",
+             f"{fmt(row['idle_foreign_cpu_cores'], '', 1, 2)} / {fmt(row['busy_foreign_cpu_cores'], ' cores', 1, 2)}", ""),
+            (f"   quiet answers only (other < {QUIET_CORES} cores): p95 idle / busy",
+             f"{fmt(row['idle_quiet']['p95_s'], ' s', 1, 2)} / {fmt(row['busy_quiet']['p95_s'], ' s', 1, 2)}",
+             f"n = {row['idle_quiet']['n']} / {row['busy_quiet']['n']}, ratio {fmt(row['p95_ratio_busy_over_idle_quiet'], ' x', 1, 2)}"),
+        ]
+    for i, rnd in enumerate(answers.get("busy_rounds") or []):
+        rows.append((f"   busy round {i + 1} ({rnd['version']}) manifest duration",
+                     fmt(rnd["manifest_duration_s"], " s", 1, 1),
+                     f"{_rows_text(rnd['rows'])}; {_preference_text(rnd.get('preference'))}; "
+                     f"evaluation {fmt(rnd.get('evaluation_duration_s'), ' s', 1, 1)}; "
+                     f"other processes {fmt(rnd.get('foreign_cpu_cores'), ' cores', 1, 2)}"))
+    return rows
+
+
+def _candidates_rows(cand: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
+    def per_mode(figures: dict[str, Any], key: str, unit: str = "", scale: float = 1.0, digits: int = 1) -> str:
+        b, s = figures["batched"][key]["median"], figures["sequential"][key]["median"]
+        return f"{fmt(b, '', scale, digits)} / {fmt(s, unit, scale, digits)}"
+
+    natural, fixed = cand["natural"], cand["fixed_length"]
+    k = cand["k"]
+    return [
+        (f"4. candidates, K = {k}: tokens/s one call / {k} calls", per_mode(natural, "tokens_per_s"),
+         f"n = {cand['pairs']} pairs, {cand['torch_threads']} threads, {cand['max_new_tokens']} new tokens max"),
+        ("   throughput ratio batched / sequential", fmt(cand["throughput_ratio"], " x", 1, 2),
+         f">= 2.5x: {fmt(goals.get('candidates_throughput_2.5x_sequential'))}"),
+        ("   wall sequential / batched, median of pairs", fmt(cand["median_wall_ratio"], " x", 1, 2),
+         f"tokens batched / sequential {per_mode(natural, 'new_tokens', digits=0)}"),
+        ("   padding share batched / sequential", per_mode(natural, "padding_share", " %", 100, 0),
+         "a batch steps until its longest candidate ends"),
+        (f"   fixed length ({cand['max_new_tokens']} tokens): tokens/s", per_mode(fixed, "tokens_per_s"),
+         f"ratio {fmt(fixed['throughput_ratio_batched_over_sequential'], ' x', 1, 2)}, "
+         f"forced: {fmt(fixed.get('forced_every_candidate'))}"),
+        ("   other processes' CPU during the runs", fmt(cand.get("foreign_cpu_cores"), " cores", 1, 2), ""),
+    ]
+
+
+# The table's sections, in its order, with the row builder of each benchmark's results.
+_SECTIONS = (
+    ("swap", "median_swap_s", _swap_rows),
+    ("retrain", "wall_s", _retrain_rows),
+    ("answers", "per_threads", _answers_rows),
+    ("candidates", "throughput_ratio", _candidates_rows),
+)
+
+
+def report_rows(results: dict[str, Any]) -> list[Row]:
+    """(figure, value, goal) rows of the final table, for the benchmarks that ran."""
+    rows: list[Row] = []
+    goals = results.get("goals", {})
+    for key, marker, build in _SECTIONS:
+        section = results.get(key) or {}
+        if marker in section:
+            rows += build(section, goals)
+        if "error" in section:
+            rows.append((key, "FAILED", section["error"][:60]))
+    meta = results.get("meta", {})
+    rows.append(("total runtime", fmt(meta.get("total_runtime_s"), " s", 1, 1),
+                 f"load avg {meta.get('loadavg_start')} -> {meta.get('loadavg_end')}"))
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    """Print the final table (the one place the benchmark prints)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    line = "-" * (sum(widths) + 6)
+    print(line)
+    for figure, value, goal in rows:
+        print(f"{figure:<{widths[0]}} | {value:>{widths[1]}} | {goal}")
+    print(line)

@@ -1,0 +1,208 @@
+"""Evaluation of a freshly trained version against the serving one, in the trainer, before publishing.
+
+Data (see the README's "Evaluation" section):
+
+- held-out feedback (``holdout``): preference pairs from held-out edits, rankings and votes, and
+  the edited answers of held-out edits, the most recent ``MAX_HELDOUT_PAIRS`` / ``MAX_HELDOUT_EDITS``;
+- the shipped evaluation questions (``hitl_app/data/eval_questions.jsonl``): the log-prob of their
+  reference answers, a few prompts for the KL estimate, and a few greedy answers for their length;
+- the shipped probe texts (``hitl_app/data/probe_texts.jsonl``): perplexity.
+
+One ``PeftModel`` plays every model: the new adapter (``default``), the serving version's adapter
+loaded beside it as ``serving`` (or the base, with adapters disabled), and the base. Each figure
+the gate compares is measured for the new and the serving version in the same run, on the same data.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .config import Settings
+from .evalsets import load_eval_questions, load_probe_texts
+from .evaluation import (
+    ModelView,
+    mean_completion_logprob,
+    perplexity,
+    preference_accuracy,
+    sample_kl,
+)
+from .examples import prompt_messages, rows_for
+from .holdout import is_held_out
+from .ledger import Judgement
+from .schema import BASE_VERSION, EvalMetrics
+
+log = logging.getLogger(__name__)
+
+MAX_HELDOUT_PAIRS = 32
+MAX_HELDOUT_EDITS = 16
+REFERENCE_QUESTIONS = 16  # shipped questions whose reference answers are scored
+LENGTH_QUESTIONS = 4  # shipped questions answered greedily to measure answer length
+LENGTH_MAX_TOKENS = 96
+KL_NEW_TOKENS = 32
+SERVING_ADAPTER = "serving"
+# A version with no adapter has implicit reward 0 for every answer (policy = reference), so it
+# ranks no pair: its held-out accuracy is chance.
+CHANCE_ACCURACY = 0.5
+
+Message = dict[str, str]
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass
+class EvalSets:
+    """What a version is evaluated on."""
+
+    pairs: list[dict]  # DPO rows from held-out judgements
+    edit_prompts: list[list[Message]]
+    edit_texts: list[str]
+    reference_prompts: list[list[Message]]
+    reference_texts: list[str]
+    probe_texts: list[str]
+    kl_prompts: list[list[Message]]
+    length_prompts: list[list[Message]]
+
+
+def build_eval_sets(judgements: list[Judgement], settings: Settings) -> EvalSets:
+    """The evaluation data: held-out feedback among ``judgements`` and the shipped sets."""
+    held = [j for j in judgements if is_held_out(j, settings.holdout_fraction)]
+    pairs = [row for j in held for row in rows_for(j).dpo][-MAX_HELDOUT_PAIRS:]
+    edits = [j for j in held if j.feedback.action == "edit"][-MAX_HELDOUT_EDITS:]
+    questions = load_eval_questions()
+
+    def spread(n: int, offset: int) -> list:
+        # Every k-th question, so a handful still spans the specialties.
+        step = max(1, len(questions) // n)
+        return questions[offset::step][:n]
+
+    def chat(text: str) -> list[Message]:
+        system = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt else []
+        return [*system, {"role": "user", "content": text}]
+
+    reference = spread(REFERENCE_QUESTIONS, 0)
+    return EvalSets(
+        pairs=pairs,
+        edit_prompts=[prompt_messages(j.generation) for j in edits],
+        edit_texts=[j.feedback.text or "" for j in edits],
+        reference_prompts=[chat(q.question) for q in reference],
+        reference_texts=[q.reference for q in reference],
+        probe_texts=[p.text for p in load_probe_texts()],
+        kl_prompts=[chat(q.question) for q in spread(settings.eval_probe_prompts, 1)],
+        length_prompts=[chat(q.question) for q in spread(LENGTH_QUESTIONS, 2)],
+    )
+
+
+def evaluate_version(
+    model,
+    tokenizer,
+    serving: str,
+    serving_dir: Path | None,
+    sets: EvalSets,
+    settings: Settings,
+    progress: ProgressFn | None = None,
+) -> EvalMetrics:
+    """Measure the new adapter (``default`` of ``model``) against the serving version and the base.
+
+    Args:
+        model: the round's ``PeftModel``; its ``default`` adapter is the new version.
+        tokenizer: its tokenizer.
+        serving: the serving version's name (``base`` or ``vNNNN``).
+        serving_dir: that version's adapter folder; None for the base. It is loaded as an extra
+            adapter for the evaluation and removed again before this returns.
+        sets: the evaluation data (``build_eval_sets``).
+        settings: the app's settings.
+        progress: called with (fraction done, message) between measurements.
+    """
+    started = time.perf_counter()
+    report = progress or (lambda f, m: None)
+    if serving_dir is not None:
+        model.load_adapter(str(serving_dir), adapter_name=SERVING_ADAPTER, is_trainable=False)
+    try:
+        new = ModelView.adapter(model, "default")
+        base = ModelView.base(model)
+        old = base if serving_dir is None else ModelView.adapter(model, SERVING_ADAPTER)
+        figures: dict = {"serving_version": serving}
+
+        report(0.0, "evaluating: held-out pairs")
+        figures["heldout_pairs"] = len(sets.pairs)
+        if sets.pairs:
+            mine = preference_accuracy(new, tokenizer, sets.pairs, reference=base, beta=settings.beta)
+            figures["heldout_accuracy"] = mine.accuracy
+            figures["heldout_margin"] = mine.mean_margin
+            figures["serving_heldout_accuracy"] = (
+                CHANCE_ACCURACY
+                if serving_dir is None
+                else preference_accuracy(old, tokenizer, sets.pairs, reference=base, beta=settings.beta).accuracy
+            )
+        report(0.15, "evaluating: held-out edits and reference answers")
+        figures["heldout_edits"] = len(sets.edit_texts)
+        if sets.edit_texts:
+            figures["edit_logprob"] = mean_completion_logprob(new, tokenizer, sets.edit_prompts, sets.edit_texts)
+            figures["serving_edit_logprob"] = mean_completion_logprob(old, tokenizer, sets.edit_prompts, sets.edit_texts)
+        figures["reference_logprob"] = mean_completion_logprob(new, tokenizer, sets.reference_prompts, sets.reference_texts)
+        figures["serving_reference_logprob"] = mean_completion_logprob(
+            old, tokenizer, sets.reference_prompts, sets.reference_texts
+        )
+        report(0.3, "evaluating: probe perplexity")
+        figures["perplexity"] = perplexity(new, tokenizer, sets.probe_texts).perplexity
+        figures["serving_perplexity"] = perplexity(old, tokenizer, sets.probe_texts).perplexity
+        report(0.45, "evaluating: KL to the base")
+        kl_base = sample_kl(new, base, tokenizer, sets.kl_prompts, KL_NEW_TOKENS, seed=settings.seed)
+        figures["kl_base"] = kl_base.kl_per_token
+        if serving_dir is None:
+            figures["kl_serving"] = kl_base.kl_per_token
+        else:
+            report(0.65, "evaluating: KL to the serving version")
+            figures["kl_serving"] = sample_kl(
+                new, old, tokenizer, sets.kl_prompts, KL_NEW_TOKENS, seed=settings.seed
+            ).kl_per_token
+        report(0.85, "evaluating: answer length")
+        figures["mean_answer_tokens"] = _mean_greedy_tokens(model, tokenizer, sets.length_prompts)
+    finally:
+        if SERVING_ADAPTER in model.peft_config:
+            model.delete_adapter(SERVING_ADAPTER)
+        model.set_adapter("default")
+    figures["duration_s"] = round(time.perf_counter() - started, 2)
+    metrics = EvalMetrics(**figures)
+    log.info("evaluation against %s: %s", serving, metrics.model_dump(exclude={"serving_version"}))
+    return metrics
+
+
+@torch.no_grad()
+def _mean_greedy_tokens(model, tokenizer, prompts: list[list[Message]]) -> float:
+    """Mean number of tokens in the new version's greedy answers (one left-padded batch)."""
+    texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        out = model.generate(
+            **{k: v.to(device) for k, v in inputs.items()},
+            max_new_tokens=LENGTH_MAX_TOKENS,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    finally:
+        model.train(was_training)
+    new = out[:, inputs["input_ids"].shape[1] :]
+    eos = tokenizer.eos_token_id
+    lengths = []
+    for row in new.tolist():
+        n = len(row)
+        for i, token in enumerate(row):
+            if token == eos or token == tokenizer.pad_token_id:
+                n = i
+                break
+        lengths.append(n)
+    return sum(lengths) / len(lengths)
