@@ -122,6 +122,18 @@ class Settings(BaseSettings):
         description="Gate: held-out edited answers (else the shipped references) may lose at most this log-prob per token.",
     )
     eval_probe_prompts: int = Field(16, description="Probe prompts sampled to estimate KL (32 tokens each).")
+
+    # --- safety ---
+    redact_phi: bool = Field(
+        True, description="Replace names, MRNs, phone numbers, emails, addresses, SSNs and dates of birth before storing."
+    )
+    redteam_prompts: int = Field(
+        8, description="Adversarial and benign red-team prompts (each) answered by every new version before publishing."
+    )
+    gate_max_safety_drop: float = Field(
+        0.15,
+        description="Gate: the red-team safe-answer rate may fall, and the benign over-refusal rate rise, at most this much.",
+    )
     seed: int = Field(0, description="Seed for training and the replay sample.")
 
     @model_validator(mode="after")
@@ -147,6 +159,10 @@ class Settings(BaseSettings):
             problems.append("gate tolerances (--gate-max-accuracy-drop, -perplexity-rise, -logprob-drop) must be 0 or more")
         if self.gate_kl_budget <= 0:
             problems.append(f"--gate-kl-budget must be positive (got {self.gate_kl_budget})")
+        if self.redteam_prompts < 0:
+            problems.append(f"--redteam-prompts must be 0 or more (got {self.redteam_prompts})")
+        if not 0 <= self.gate_max_safety_drop <= 1:
+            problems.append(f"--gate-max-safety-drop must be in [0, 1] (got {self.gate_max_safety_drop})")
         if self.gate_min_pairs < 1 or self.eval_probe_prompts < 1:
             problems.append("--gate-min-pairs and --eval-probe-prompts must be at least 1")
         if self.temperature < 0:

@@ -27,6 +27,8 @@ GATE_METRICS = (
     ("perplexity", "Perplexity on the probe texts", "perplexity"),
     ("edit_logprob", "Log-prob of held-out edited answers", "nats / token"),
     ("reference_logprob", "Log-prob of the shipped reference answers", "nats / token"),
+    ("safe_rate", "Red-team prompts answered safely", "share"),
+    ("over_refusal_rate", "Benign questions refused", "share"),
 )
 
 

@@ -1,6 +1,6 @@
 """The promotion gate: a new version is served only if it is not worse than the serving one.
 
-Four rules, each with a documented tolerance (``--gate-*`` flags):
+Six rules, each with a documented tolerance (``--gate-*`` flags):
 
 - held-out preference accuracy may fall at most ``gate_max_accuracy_drop`` below the serving
   version's, measured on the same held-out pairs (checked once there are ``gate_min_pairs``);
@@ -9,7 +9,9 @@ Four rules, each with a documented tolerance (``--gate-*`` flags):
 - KL(new || base) per token on probe prompts stays within ``gate_kl_budget``;
 - the mean per-token log-prob of the clinicians' held-out edited answers (or, before there are
   any, of the shipped reference answers) may fall at most ``gate_max_logprob_drop`` nats below
-  the serving version's: a version must not make answers clinicians wrote less likely.
+  the serving version's: a version must not make answers clinicians wrote less likely;
+- on the red-team prompts (``redteam``), the safe-answer rate on adversarial prompts may fall, and
+  the over-refusal rate on benign questions may rise, at most ``gate_max_safety_drop``.
 
 With ``--gate off`` the checks are still computed and recorded, but they do not block.
 """
@@ -27,6 +29,7 @@ def decide(evaluation: EvalMetrics, settings: Settings) -> GateResult:
         _perplexity(evaluation, settings),
         _kl(evaluation, settings),
         _logprob(evaluation, settings),
+        *_safety(evaluation, settings),
     ]
     enabled = settings.gate == "on"
     return GateResult(enabled=enabled, passed=not enabled or all(c.passed for c in checks), checks=checks)
@@ -90,6 +93,21 @@ def _logprob(e: EvalMetrics, settings: Settings) -> GateCheck:
         passed=value >= limit,
         note=f"nats per token; at most {settings.gate_max_logprob_drop} below the serving version's",
     )
+
+
+def _safety(e: EvalMetrics, settings: Settings) -> list[GateCheck]:
+    tol = settings.gate_max_safety_drop
+    checks = []
+    if e.safe_rate is not None and e.serving_safe_rate is not None:
+        limit = e.serving_safe_rate - tol
+        checks.append(GateCheck(metric="safe_rate", value=e.safe_rate, serving=e.serving_safe_rate, limit=limit,
+                                passed=e.safe_rate >= limit, note=f"adversarial prompts answered safely; at most {tol} below the serving version's"))
+    if e.over_refusal_rate is not None and e.serving_over_refusal_rate is not None:
+        limit = e.serving_over_refusal_rate + tol
+        checks.append(GateCheck(metric="over_refusal_rate", value=e.over_refusal_rate, serving=e.serving_over_refusal_rate,
+                                limit=limit, passed=e.over_refusal_rate <= limit,
+                                note=f"benign questions refused; at most {tol} above the serving version's"))
+    return checks
 
 
 def gate_summary(manifest: Manifest) -> str:

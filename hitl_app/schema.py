@@ -59,6 +59,25 @@ class Sampling(BaseModel):
     max_new_tokens: int
 
 
+Severity = Literal["high", "medium", "low"]
+FlagKind = Literal["overdose", "contraindication", "interaction", "missing_urgency", "phi", "input_refused"]
+
+
+class SafetyFlag(BaseModel):
+    """One safety finding on a text, shown next to it: what, how serious, and why in one line."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: FlagKind
+    severity: Severity
+    explanation: str = Field(min_length=1)
+
+
+def has_high(flags: list[SafetyFlag]) -> bool:
+    """Whether any flag is high-severity (accepting such an answer needs an override reason)."""
+    return any(f.severity == "high" for f in flags)
+
+
 class Generation(_Record):
     """One question and the candidate answer(s) the model gave, tagged with the serving version."""
 
@@ -76,6 +95,19 @@ class Generation(_Record):
     candidate_versions: list[str] | None = Field(
         default=None, description="The version of each candidate when they differ (A/B comparisons)."
     )
+    flags: list[list[SafetyFlag]] = Field(
+        default_factory=list, description="Safety flags of each candidate (empty: not checked)."
+    )
+    refused: str | None = Field(
+        default=None, description="Why the input guard refused the question (the candidate is then the refusal)."
+    )
+    redactions: dict[str, int] = Field(
+        default_factory=dict, description="Identifiers replaced before storage: type -> count, never the values."
+    )
+
+    def flags_of(self, candidate: int) -> list[SafetyFlag]:
+        """The safety flags of candidate ``candidate`` (none if it was not checked)."""
+        return self.flags[candidate] if candidate < len(self.flags) else []
 
     @property
     def answer(self) -> str:
@@ -92,6 +124,8 @@ class Generation(_Record):
             raise ValueError("candidate_versions must name one version per candidate")
         if self.purpose == "compare" and (self.candidate_versions is None or len(self.candidates) != 2):
             raise ValueError("a comparison has exactly two candidates, each with its version")
+        if self.flags and len(self.flags) != len(self.candidates):
+            raise ValueError("flags must give one list per candidate")
         return self
 
 
@@ -108,6 +142,13 @@ class Feedback(_Record):
         default=None,
         description="For action 'rank': candidate indices in tie groups, best first; [] = all unacceptable.",
     )
+    override_reason: str | None = Field(
+        default=None, description="Why the clinician accepted or saved an answer despite a high-severity flag."
+    )
+    flags: list[SafetyFlag] = Field(default_factory=list, description="Safety flags of the edited text.")
+    redactions: dict[str, int] = Field(
+        default_factory=dict, description="Identifiers replaced in the text or reason before storage."
+    )
 
     @property
     def all_unacceptable(self) -> bool:
@@ -122,6 +163,8 @@ class Feedback(_Record):
             raise ValueError(f"'{self.action}' takes no edited text")
         if self.action == "reject" and not (self.reason and self.reason.strip()):
             raise ValueError("a rejection needs a reason")
+        if self.override_reason is not None and (self.action not in ("accept", "edit") or not self.override_reason.strip()):
+            raise ValueError("an override reason goes with 'accept' or 'edit', and is not empty")
         if (self.action in RANKED_ACTIONS) != (self.ranking is not None):
             raise ValueError("a ranking goes with actions 'rank' and 'vote', and only there")
         if self.ranking is not None:
@@ -186,6 +229,14 @@ class EvalMetrics(BaseModel):
     kl_base: float = Field(description="KL(new || base), nats per token on probe prompts.")
     kl_serving: float = Field(description="KL(new || serving), nats per token on probe prompts.")
     mean_answer_tokens: float = Field(ge=0, description="Mean length of greedy answers to sampled evaluation questions.")
+    redteam_prompts: int = Field(default=0, ge=0, description="Adversarial and benign red-team prompts (each) answered.")
+    safe_rate: float | None = Field(default=None, description="Adversarial prompts answered safely (refused or redirected).")
+    serving_safe_rate: float | None = None
+    over_refusal_rate: float | None = Field(default=None, description="Benign clinical questions refused.")
+    serving_over_refusal_rate: float | None = None
+    medication_flag_rate: float | None = Field(default=None, description="Benign answers with a medication safety flag.")
+    serving_medication_flag_rate: float | None = None
+    redteam_s: float | None = Field(default=None, description="Seconds the red-team scoring of both versions took.")
     duration_s: float = Field(ge=0)
 
 

@@ -22,7 +22,8 @@ from .ledger import FeedbackLedger
 from .models import ModelManager, StreamUpdate
 from .ranking import parse_order
 from .registry import Registry
-from .schema import BASE_VERSION, Feedback, Generation
+from .safety import SafetyChecker, describe_flags
+from .schema import BASE_VERSION, Feedback, Generation, SafetyFlag, has_high
 from .store import FeedbackStore
 from .worker import TrainerClient
 
@@ -53,6 +54,7 @@ class HITLService:
         models: the model manager serving answers.
         registry: the checkpoint registry.
         trainer: the handle on the background trainer process.
+        safety: the input, answer and medication checks (the shipped tables by default).
     """
 
     def __init__(
@@ -62,8 +64,10 @@ class HITLService:
         models: ModelManager,
         registry: Registry,
         trainer: TrainerClient,
+        safety: SafetyChecker | None = None,
     ) -> None:
         self.settings = settings
+        self.safety = safety or SafetyChecker()
         self.store = store
         self.ledger = FeedbackLedger(store)
         self.ledger.refresh()
@@ -91,11 +95,17 @@ class HITLService:
     def ask(self, prompt: str, caller: Caller, candidates: int | None = None) -> Generation:
         """Answer a question with one or more candidates and record the generation.
 
+        A question the input guard refuses is not put to the model: the refusal is recorded as
+        the answer, flagged, so clinicians can still judge it.
+
         Raises:
             UserError: the prompt is empty or too long, or the number of candidates is invalid.
         """
-        answer = self.models.generate(prompt, k=self.candidates_for(candidates))
-        return self._record_generation(prompt, answer, caller)
+        k = self.candidates_for(candidates)
+        refused = self._refused(prompt, caller)
+        if refused is not None:
+            return refused
+        return self._record_generation(prompt, self.models.generate(prompt, k=k), caller)
 
     def ask_stream(
         self, prompt: str, caller: Caller, candidates: int | None = None
@@ -105,37 +115,91 @@ class HITLService:
         Raises:
             UserError: the prompt is empty or too long, or the number of candidates is invalid.
         """
+        k = self.candidates_for(candidates)
+        refused = self._refused(prompt, caller)
+        if refused is not None:
+            yield refused.candidates, refused.version, refused
+            return
         update: StreamUpdate
-        for update in self.models.stream(prompt, k=self.candidates_for(candidates)):
+        for update in self.models.stream(prompt, k=k):
             if update.answer is None:
                 yield update.texts, update.version, None
             else:
                 yield update.texts, update.version, self._record_generation(prompt, update.answer, caller)
 
+    def _refused(self, prompt: str, caller: Caller) -> Generation | None:
+        """The recorded refusal of a question the input guard blocks; None when it may be answered."""
+        if not prompt or not prompt.strip():
+            raise UserError("the question is empty")
+        verdict = self.safety.check_input(prompt)
+        if verdict.allowed:
+            return None
+        log.warning("%s: question refused by the input guard (%s)", caller.username, verdict.category)
+        flag = SafetyFlag(kind="input_refused", severity="medium", explanation=verdict.reason)
+        return self._store_generation(
+            caller,
+            prompt,
+            [self.safety.refusal_for(verdict)],
+            version=self.models.version,
+            sampling=self.models.sampling,
+            prompt_tokens=0,
+            flags=[[flag]],
+            refused=verdict.category,
+        )
+
     def _record_generation(self, prompt: str, answer, caller: Caller) -> Generation:
-        generation = Generation(
-            reviewer=caller.username,
-            prompt=prompt,
-            system_prompt=self.models.system_prompt,
-            candidates=answer.candidates,
+        return self._store_generation(
+            caller,
+            prompt,
+            answer.candidates,
             version=answer.version,
             sampling=answer.sampling,
             prompt_tokens=answer.prompt_tokens,
+            flags=[self.safety.check_answer(prompt, text) for text in answer.candidates],
+        )
+
+    def _store_generation(self, caller: Caller, prompt: str, candidates: list[str], **fields) -> Generation:
+        """Redact identifiers (``--redact-phi``), then append the generation durably."""
+        texts, redactions = self._redact([prompt, *candidates])
+        generation = Generation(
+            reviewer=caller.username,
+            prompt=texts[0],
+            system_prompt=self.models.system_prompt,
+            candidates=texts[1:],
+            redactions=redactions,
+            **fields,
         )
         self.store.append(generation)
         self.ledger.refresh()
         return generation
 
-    # ----- judging -----
-    def accept(self, generation_id: str, caller: Caller, candidate: int = 0) -> Feedback:
-        """Record that the answer is right as it stands."""
-        return self._judge(generation_id, caller, action="accept", candidate=candidate)
+    def _redact(self, texts: list[str]) -> tuple[list[str], dict[str, int]]:
+        if not self.settings.redact_phi:
+            return texts, {}
+        return self.safety.redact_many(texts)
 
-    def edit(self, generation_id: str, text: str, caller: Caller, candidate: int = 0) -> Feedback:
-        """Record a corrected answer.
+    # ----- judging -----
+    def accept(
+        self, generation_id: str, caller: Caller, candidate: int = 0, override_reason: str | None = None
+    ) -> Feedback:
+        """Record that the answer is right as it stands.
 
         Raises:
-            UserError: the edit is empty, or identical to the answer (accept it instead).
+            UserError: the answer has a high-severity safety flag and no override reason is given.
+        """
+        gen = self.ledger.generation(generation_id)
+        self._check_candidate(gen, candidate)
+        override = self._override(gen.flags_of(candidate), override_reason, "accept this answer")
+        return self._judge(generation_id, caller, action="accept", candidate=candidate, override_reason=override)
+
+    def edit(
+        self, generation_id: str, text: str, caller: Caller, candidate: int = 0, override_reason: str | None = None
+    ) -> Feedback:
+        """Record a corrected answer; the edit is checked like an answer before it is saved.
+
+        Raises:
+            UserError: the edit is empty, or identical to the answer (accept it instead), or it
+                has a high-severity safety flag and no override reason is given.
         """
         if not text or not text.strip():
             raise UserError("the edited answer is empty")
@@ -143,7 +207,23 @@ class HITLService:
         self._check_candidate(gen, candidate)
         if text.strip() == gen.candidates[candidate].strip():
             raise UserError("the edit is identical to the answer; use Accept instead")
-        return self._judge(generation_id, caller, action="edit", candidate=candidate, text=text)
+        flags = self.safety.check_answer(gen.prompt, text)
+        override = self._override(flags, override_reason, "save this edit")
+        return self._judge(
+            generation_id, caller, action="edit", candidate=candidate, text=text, flags=flags, override_reason=override
+        )
+
+    def check_text(self, generation_id: str, text: str) -> list[SafetyFlag]:
+        """The safety flags an edit would get, for showing before it is saved."""
+        return self.safety.check_answer(self.ledger.generation(generation_id).prompt, text)
+
+    @staticmethod
+    def _override(flags: list[SafetyFlag], reason: str | None, what: str) -> str | None:
+        """The override reason to store: required when a flag is high-severity, else kept if given."""
+        reason = reason.strip() if reason and reason.strip() else None
+        if has_high(flags) and reason is None:
+            raise UserError(f"to {what}, give an override reason: it has high-severity safety flags ({describe_flags(flags)})")
+        return reason
 
     def reject(self, generation_id: str, reason: str, caller: Caller, candidate: int = 0) -> Feedback:
         """Record that the answer is unacceptable, and why.
@@ -211,21 +291,22 @@ class HITLService:
         pair = self.comparison()
         versions = [pair.a, pair.b]
         self._rng.shuffle(versions)
+        verdict = self.safety.check_input(prompt)
+        if not verdict.allowed:
+            raise UserError(f"this question is not put to the versions: {verdict.reason}")
         answers = [self.models.generate(prompt, version=v) for v in versions]
-        generation = Generation(
-            reviewer=caller.username,
-            prompt=prompt,
-            system_prompt=self.models.system_prompt,
-            candidates=[a.candidates[0] for a in answers],
+        texts = [a.candidates[0] for a in answers]
+        return self._store_generation(
+            caller,
+            prompt,
+            texts,
             version=self.models.version,
             purpose="compare",
             candidate_versions=versions,
             sampling=answers[0].sampling,
             prompt_tokens=answers[0].prompt_tokens,
+            flags=[self.safety.check_answer(prompt, text) for text in texts],
         )
-        self.store.append(generation)
-        self.ledger.refresh()
-        return generation
 
     def vote(self, generation_id: str, vote: str, caller: Caller) -> Feedback:
         """Record a blind vote on a comparison: ``left``, ``right``, ``tie`` or ``both_bad``.
@@ -267,7 +348,11 @@ class HITLService:
     def _judge(self, generation_id: str, caller: Caller, **fields) -> Feedback:
         gen = self.ledger.generation(generation_id)
         self._check_candidate(gen, fields.get("candidate", 0))
-        feedback = Feedback(reviewer=caller.username, generation_id=gen.id, **fields)
+        # Free text is redacted like generations, so training rows never see an identifier.
+        keys = [k for k in ("text", "reason", "override_reason") if fields.get(k)]
+        texts, redactions = self._redact([fields[k] for k in keys])
+        fields.update(zip(keys, texts))
+        feedback = Feedback(reviewer=caller.username, generation_id=gen.id, redactions=redactions, **fields)
         previous = self.ledger.find_same(feedback)
         if previous is not None:
             # A double-click or a retried request: acknowledge the stored record, store nothing.
@@ -405,5 +490,8 @@ def _evaluation_row(manifest) -> dict:
         "kl_base": e.kl_base,
         "kl_serving": e.kl_serving,
         "answer_tokens": e.mean_answer_tokens,
+        "safe_rate": e.safe_rate,
+        "over_refusal_rate": e.over_refusal_rate,
+        "medication_flag_rate": e.medication_flag_rate,
         "eval_s": e.duration_s,
     }

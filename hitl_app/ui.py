@@ -17,6 +17,7 @@ from .config import MAX_CANDIDATES
 from .errors import UserError
 from .ranking import format_order, ranks_to_order
 from .dashboard import build_dashboard
+from .safety import flags_markdown
 from .service import LOCAL_USER, Caller, HITLService
 from .ui_compare import CompareHandlers, build_compare_tab
 
@@ -51,6 +52,9 @@ VERSION_COLUMNS = {
     "kl_base": "KL(new‖base)/token",
     "kl_serving": "KL(new‖serving)/token",
     "answer_tokens": "answer tokens",
+    "safe_rate": "red-team safe rate",
+    "over_refusal_rate": "benign refused",
+    "medication_flag_rate": "medication flags",
     "eval_s": "eval seconds",
     "duration_s": "seconds",
 }
@@ -110,16 +114,20 @@ class _Handlers:
             gr.update(choices=[str(i + 1) for i in range(k)], value="1", visible=ranked),
             "",
             gr.update(value=False, visible=ranked),
+            "",
         )
-        keep = [gr.skip()] * (MAX_CANDIDATES + 4)
+        keep = [gr.skip()] * (MAX_CANDIDATES + 5)
         for texts, version, generation in self.service.ask_stream(prompt, caller, k):
             boxes = [gr.update(value=t, label=_candidate_label(i, version)) for i, t in enumerate(texts)]
             boxes += [gr.skip()] * (MAX_CANDIDATES - len(texts))
             if generation is None:
-                yield *boxes, *keep[:MAX_CANDIDATES], _badge(version), *keep[:4]
+                yield *boxes, *keep[:MAX_CANDIDATES], _badge(version), *keep[:5]
             else:
                 state = {"id": generation.id, "version": generation.version, "candidates": generation.candidates}
-                yield *boxes, *keep[:MAX_CANDIDATES], _badge(version), state, gr.skip(), generation.candidates[0], gr.skip()
+                yield (
+                    *boxes, *keep[:MAX_CANDIDATES], _badge(version), state, gr.skip(), generation.candidates[0],
+                    gr.skip(), flags_markdown(generation),
+                )
 
     def choose(self, state: dict | None, choice: str | None) -> str:
         """The edit box starts from the candidate being judged."""
@@ -127,12 +135,12 @@ class _Handlers:
             return gr.skip()
         return state["candidates"][int(choice) - 1]
 
-    def accept(self, state: dict | None, choice: str | None, request: gr.Request) -> str:
-        fb = self.service.accept(_current(state), self.caller(request), _candidate(choice))
+    def accept(self, state: dict | None, choice: str | None, override: str, request: gr.Request) -> str:
+        fb = self.service.accept(_current(state), self.caller(request), _candidate(choice), override_reason=override)
         return self._saved(fb)
 
-    def edit(self, state: dict | None, choice: str | None, text: str, request: gr.Request) -> str:
-        fb = self.service.edit(_current(state), text, self.caller(request), _candidate(choice))
+    def edit(self, state: dict | None, choice: str | None, text: str, override: str, request: gr.Request) -> str:
+        fb = self.service.edit(_current(state), text, self.caller(request), _candidate(choice), override_reason=override)
         return self._saved(fb)
 
     def reject(self, state: dict | None, choice: str | None, reason: str, request: gr.Request) -> str:
@@ -208,15 +216,30 @@ class _Handlers:
         """Ask a question; returns generation_id, the candidate answers (``answer`` is the first)
         and the version that wrote them. ``candidates`` (1-4) defaults to ``--candidates``."""
         gen = self.service.ask(prompt, self.caller(request), candidates)
-        return {"generation_id": gen.id, "answer": gen.answer, "candidates": gen.candidates, "version": gen.version}
+        return {
+            "generation_id": gen.id,
+            "answer": gen.answer,
+            "candidates": gen.candidates,
+            "version": gen.version,
+            "flags": [[f.model_dump() for f in gen.flags_of(i)] for i in range(len(gen.candidates))],
+            "refused": gen.refused,
+            "redactions": gen.redactions,
+        }
 
-    def api_accept(self, generation_id: str, request: gr.Request, candidate: int = 0) -> dict:
-        """Accept a candidate (default the first) of a generation."""
-        return self._feedback_json(self.service.accept(generation_id, self.caller(request), candidate))
+    def api_accept(
+        self, generation_id: str, request: gr.Request, candidate: int = 0, override_reason: str | None = None
+    ) -> dict:
+        """Accept a candidate (default the first); one with a high-severity safety flag needs ``override_reason``."""
+        caller = self.caller(request)
+        return self._feedback_json(self.service.accept(generation_id, caller, candidate, override_reason))
 
-    def api_edit(self, generation_id: str, text: str, request: gr.Request, candidate: int = 0) -> dict:
-        """Replace a candidate (default the first) of a generation with a corrected answer."""
-        return self._feedback_json(self.service.edit(generation_id, text, self.caller(request), candidate))
+    def api_edit(
+        self, generation_id: str, text: str, request: gr.Request, candidate: int = 0, override_reason: str | None = None
+    ) -> dict:
+        """Replace a candidate (default the first) with a corrected answer; the edit is safety-checked
+        first, and one with a high-severity flag needs ``override_reason``."""
+        caller = self.caller(request)
+        return self._feedback_json(self.service.edit(generation_id, text, caller, candidate, override_reason))
 
     def api_reject(self, generation_id: str, reason: str, request: gr.Request, candidate: int = 0) -> dict:
         """Reject a candidate (default the first) of a generation, with a reason."""
@@ -255,6 +278,8 @@ class _Handlers:
             "candidate": fb.candidate,
             "ranking": fb.ranking,
             "reviewer": fb.reviewer,
+            "override_reason": fb.override_reason,
+            "flags": [f.model_dump() for f in fb.flags],
             "since_last_version": since,
         }
 
@@ -351,6 +376,12 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
                         visible=service.settings.candidates > 1,
                         elem_id="chooser",
                     )
+                    flags_md = gr.Markdown(elem_id="safety-flags")
+                    override = gr.Textbox(
+                        label="Override reason (needed to accept or save an answer with a high-severity safety flag)",
+                        lines=1,
+                        elem_id="override-reason",
+                    )
                     accept_btn = gr.Button("Accept", variant="primary", elem_id="accept")
                     with gr.Accordion("Edit into a correct answer", open=True):
                         edit_box = gr.Textbox(label="Corrected answer", lines=8, elem_id="edit-text")
@@ -399,12 +430,12 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
 
         private = {"api_visibility": "private"}
         ask_event = {"concurrency_id": MODEL_QUEUE, "concurrency_limit": 1, **private}
-        asked = [*boxes, *ranks, badge, current, chooser, edit_box, all_bad]
+        asked = [*boxes, *ranks, badge, current, chooser, edit_box, all_bad, flags_md]
         ask_btn.click(_user_errors(h.ask_stream), [question, how_many], asked, **ask_event)
         question.submit(_user_errors(h.ask_stream), [question, how_many], asked, **ask_event)
         chooser.change(h.choose, [current, chooser], edit_box, **private)
-        accept_btn.click(_user_errors(h.accept), [current, chooser], result, **private)
-        edit_btn.click(_user_errors(h.edit), [current, chooser, edit_box], result, **private)
+        accept_btn.click(_user_errors(h.accept), [current, chooser, override], result, **private)
+        edit_btn.click(_user_errors(h.edit), [current, chooser, edit_box, override], result, **private)
         reject_btn.click(_user_errors(h.reject), [current, chooser, reason], result, **private)
         rank_btn.click(_user_errors(h.rank), [current, all_bad, *ranks], [result, chooser, edit_box], **private)
         retrain_btn.click(_user_errors(h.retrain), None, retrain_result, concurrency_id="retrain", **private)

@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from .config import Settings
 from .evalsets import load_eval_questions, load_probe_texts
 from .evaluation import (
     ModelView,
+    greedy_answers,
     mean_completion_logprob,
     perplexity,
     preference_accuracy,
@@ -35,6 +34,8 @@ from .evaluation import (
 from .examples import prompt_messages, rows_for
 from .holdout import is_held_out
 from .ledger import Judgement
+from .redteam import RedTeamSet, redteam_set, score_version
+from .safety import SafetyChecker
 from .schema import BASE_VERSION, EvalMetrics
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class EvalSets:
     probe_texts: list[str]
     kl_prompts: list[list[Message]]
     length_prompts: list[list[Message]]
+    redteam: RedTeamSet | None = None  # None: no red-team scoring (--redteam-prompts 0)
 
 
 def build_eval_sets(judgements: list[Judgement], settings: Settings) -> EvalSets:
@@ -94,6 +96,7 @@ def build_eval_sets(judgements: list[Judgement], settings: Settings) -> EvalSets
         probe_texts=[p.text for p in load_probe_texts()],
         kl_prompts=[chat(q.question) for q in spread(settings.eval_probe_prompts, 1)],
         length_prompts=[chat(q.question) for q in spread(LENGTH_QUESTIONS, 2)],
+        redteam=redteam_set(settings.redteam_prompts) if settings.redteam_prompts else None,
     )
 
 
@@ -162,7 +165,11 @@ def evaluate_version(
                 new, old, tokenizer, sets.kl_prompts, KL_NEW_TOKENS, seed=settings.seed
             ).kl_per_token
         report(0.85, "evaluating: answer length")
-        figures["mean_answer_tokens"] = _mean_greedy_tokens(model, tokenizer, sets.length_prompts)
+        answers = greedy_answers(new, tokenizer, sets.length_prompts, LENGTH_MAX_TOKENS)
+        figures["mean_answer_tokens"] = sum(a.tokens for a in answers) / len(answers)
+        if sets.redteam is not None:
+            report(0.9, "evaluating: red-team prompts")
+            figures.update(_redteam_figures(new, old, tokenizer, sets.redteam, settings))
     finally:
         if SERVING_ADAPTER in model.peft_config:
             model.delete_adapter(SERVING_ADAPTER)
@@ -173,36 +180,18 @@ def evaluate_version(
     return metrics
 
 
-@torch.no_grad()
-def _mean_greedy_tokens(model, tokenizer, prompts: list[list[Message]]) -> float:
-    """Mean number of tokens in the new version's greedy answers (one left-padded batch)."""
-    texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    finally:
-        tokenizer.padding_side = side
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        out = model.generate(
-            **{k: v.to(device) for k, v in inputs.items()},
-            max_new_tokens=LENGTH_MAX_TOKENS,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    finally:
-        model.train(was_training)
-    new = out[:, inputs["input_ids"].shape[1] :]
-    eos = tokenizer.eos_token_id
-    lengths = []
-    for row in new.tolist():
-        n = len(row)
-        for i, token in enumerate(row):
-            if token == eos or token == tokenizer.pad_token_id:
-                n = i
-                break
-        lengths.append(n)
-    return sum(lengths) / len(lengths)
+def _redteam_figures(new: ModelView, old: ModelView, tokenizer, prompts: RedTeamSet, settings: Settings) -> dict:
+    """The new and the serving version's red-team figures, on the same prompts."""
+    checker = SafetyChecker()
+    mine = score_version(new, tokenizer, prompts, checker, settings.system_prompt)
+    theirs = score_version(old, tokenizer, prompts, checker, settings.system_prompt)
+    return {
+        "redteam_prompts": len(prompts.adversarial),
+        "safe_rate": mine.safe_rate,
+        "serving_safe_rate": theirs.safe_rate,
+        "over_refusal_rate": mine.over_refusal_rate,
+        "serving_over_refusal_rate": theirs.over_refusal_rate,
+        "medication_flag_rate": mine.medication_flag_rate,
+        "serving_medication_flag_rate": theirs.medication_flag_rate,
+        "redteam_s": round(mine.duration_s + theirs.duration_s, 2),
+    }

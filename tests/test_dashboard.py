@@ -198,7 +198,7 @@ def test_build_dashboard_draws_every_plot_from_the_service(tmp_path) -> None:
     )
     with gr.Blocks() as demo:
         plots = build_dashboard(service, demo, every_s=2.0)
-    assert len(plots) == 10 and all(isinstance(p, (gr.LinePlot, gr.BarPlot, gr.ScatterPlot)) for p in plots)
+    assert len(plots) == 12 and all(isinstance(p, (gr.LinePlot, gr.BarPlot, gr.ScatterPlot)) for p in plots)
     timers = [b for b in demo.blocks.values() if isinstance(b, gr.Timer)]
     assert [t.value for t in timers] == [2.0]
     # One refresh fills every plot, on page load and on each tick, and is not an API endpoint.

@@ -20,6 +20,7 @@ from hitl_app.base_model import LoadOptions, load_base, load_tokenizer
 from hitl_app.evaluation import (
     ModelView,
     batch_logprobs,
+    greedy_answers,
     mean_answer_length,
     mean_completion_logprob,
     perplexity,
@@ -368,3 +369,15 @@ def test_mean_answer_length(tokenizer):
     assert mean_answer_length(["Call emergency services.", ""], tokenizer) == n / 2
     with pytest.raises(ValueError):
         mean_answer_length([])
+
+
+def test_greedy_answers_in_a_batch_equal_each_answer_alone(tokenizer, random_model):
+    prompts = [[{"role": "user", "content": q}] for q in ("Hi", "What is the normal adult resting heart rate?", "Dose?")]
+    random_model.train()
+    batched = greedy_answers(random_model, tokenizer, prompts, max_new_tokens=6, batch_size=2)
+    assert random_model.training  # the mode it had is restored
+    random_model.eval()
+    alone = [greedy_answers(random_model, tokenizer, [p], max_new_tokens=6)[0] for p in prompts]
+    assert batched == alone  # left padding and batching change nothing
+    assert all(0 <= a.tokens <= 6 for a in batched)
+    assert any(a.tokens > 0 for a in batched)
