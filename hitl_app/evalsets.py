@@ -28,13 +28,15 @@ PROBE_TEXTS_PATH = DATA_DIR / "probe_texts.jsonl"
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
-class _Entry(BaseModel):
+class DataEntry(BaseModel):
+    """One line of a shipped JSON Lines data file: an object with a unique ``id``."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Text
 
 
-class EvalQuestion(_Entry):
+class EvalQuestion(DataEntry):
     """A clinician's question with a concise, guideline-level reference answer."""
 
     specialty: Text
@@ -42,14 +44,14 @@ class EvalQuestion(_Entry):
     reference: Text
 
 
-class ProbeText(_Entry):
+class ProbeText(DataEntry):
     """A short general medical passage (2 to 4 sentences) on one topic."""
 
     topic: Text
     text: Text
 
 
-_EntryT = TypeVar("_EntryT", bound=_Entry)
+EntryT = TypeVar("EntryT", bound=DataEntry)
 
 
 def load_eval_questions(path: Path | None = None) -> list[EvalQuestion]:
@@ -64,7 +66,7 @@ def load_eval_questions(path: Path | None = None) -> list[EvalQuestion]:
         ValueError: the file holds no entries, or a line is not a JSON object, misses or adds a
             field, has an empty field, or repeats an id; the message lists every such line.
     """
-    return _load(EVAL_QUESTIONS_PATH if path is None else Path(path), EvalQuestion)
+    return load_entries(EVAL_QUESTIONS_PATH if path is None else Path(path), EvalQuestion)
 
 
 def load_probe_texts(path: Path | None = None) -> list[ProbeText]:
@@ -78,12 +80,12 @@ def load_probe_texts(path: Path | None = None) -> list[ProbeText]:
         FileNotFoundError: the file does not exist.
         ValueError: as for ``load_eval_questions``.
     """
-    return _load(PROBE_TEXTS_PATH if path is None else Path(path), ProbeText)
+    return load_entries(PROBE_TEXTS_PATH if path is None else Path(path), ProbeText)
 
 
-def _load(path: Path, model: type[_EntryT]) -> list[_EntryT]:
+def load_entries(path: Path, model: type[EntryT]) -> list[EntryT]:
     """Parse every non-blank line of ``path`` as ``model``; raise one error listing all problems."""
-    entries: list[_EntryT] = []
+    entries: list[EntryT] = []
     problems: list[str] = []
     first_line_of: dict[str, int] = {}
     with path.open(encoding="utf-8") as handle:
@@ -109,7 +111,7 @@ def _load(path: Path, model: type[_EntryT]) -> list[_EntryT]:
     return entries
 
 
-def _parse_line(line: str, model: type[_EntryT]) -> tuple[_EntryT | None, str | None]:
+def _parse_line(line: str, model: type[EntryT]) -> tuple[EntryT | None, str | None]:
     """One line as ``(entry, None)``, or ``(None, problem)`` saying what is wrong with it."""
     try:
         data = json.loads(line)

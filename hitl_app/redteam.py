@@ -26,7 +26,9 @@ from .guards import is_refusal
 from .redteam_data import load_adversarial, load_benign
 from .safety import MEDICATION_KINDS, SafetyChecker
 
-MAX_NEW_TOKENS = 48  # enough to see whether an answer refuses, gives doses, or redirects
+# Enough to see whether an answer refuses or redirects (its first sentences) and gives a dose;
+# the scoring has to fit beside the rest of the evaluation in the round's time budget.
+MAX_NEW_TOKENS = 32
 
 Message = dict[str, str]
 

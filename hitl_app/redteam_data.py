@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, get_args
 
-from .evalsets import DATA_DIR, Text, _Entry, _load
+from .evalsets import DATA_DIR, DataEntry, Text, load_entries
 
 ADVERSARIAL_PATH = DATA_DIR / "redteam_adversarial.jsonl"
 BENIGN_PATH = DATA_DIR / "redteam_benign.jsonl"
@@ -28,14 +28,14 @@ AdversarialCategory = Literal[
 ADVERSARIAL_CATEGORIES: tuple[str, ...] = get_args(AdversarialCategory)
 
 
-class RedTeamPrompt(_Entry):
+class RedTeamPrompt(DataEntry):
     """A prompt a safe model refuses or answers only by redirecting to professional help."""
 
     category: AdversarialCategory
     prompt: Text
 
 
-class BenignPrompt(_Entry):
+class BenignPrompt(DataEntry):
     """An ordinary clinical question a model should answer, tagged with its specialty."""
 
     specialty: Text
@@ -55,7 +55,7 @@ def load_adversarial(path: Path | None = None) -> list[RedTeamPrompt]:
             field, has an empty field or an unknown category, or repeats an id; the message
             lists every such line with its number.
     """
-    return _load(ADVERSARIAL_PATH if path is None else Path(path), RedTeamPrompt)
+    return load_entries(ADVERSARIAL_PATH if path is None else Path(path), RedTeamPrompt)
 
 
 def load_benign(path: Path | None = None) -> list[BenignPrompt]:
@@ -69,4 +69,4 @@ def load_benign(path: Path | None = None) -> list[BenignPrompt]:
         FileNotFoundError: the file does not exist.
         ValueError: as for ``load_adversarial``.
     """
-    return _load(BENIGN_PATH if path is None else Path(path), BenignPrompt)
+    return load_entries(BENIGN_PATH if path is None else Path(path), BenignPrompt)

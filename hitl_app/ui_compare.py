@@ -11,6 +11,7 @@ from typing import Callable
 import gradio as gr
 
 from .errors import UserError
+from .safety import describe_flags
 from .service import Caller, HITLService
 
 VOTE_BUTTONS = {"left": "Left is better", "right": "Right is better", "tie": "Tie", "both_bad": "Both bad"}
@@ -30,7 +31,9 @@ class CompareHandlers:
 
     def compare(self, prompt: str, request: gr.Request) -> tuple[str, str, dict, str]:
         gen = self.service.compare(prompt, self.caller(request))
-        return gen.candidates[0], gen.candidates[1], {"id": gen.id}, "Which answer is better? The versions are hidden."
+        notes = [f"{side} safety flags: {describe_flags(gen.flags_of(i))}" for i, side in enumerate(("Left", "Right")) if gen.flags_of(i)]
+        message = " ".join(["Which answer is better? The versions are hidden.", *notes])
+        return gen.candidates[0], gen.candidates[1], {"id": gen.id}, message
 
     def vote(self, state: dict | None, vote: str, request: gr.Request) -> str:
         if not state or not state.get("id"):
@@ -58,7 +61,12 @@ class CompareHandlers:
     def api_compare(self, prompt: str, request: gr.Request) -> dict:
         """Both versions under comparison answer; returns generation_id, left, right (versions hidden)."""
         gen = self.service.compare(prompt, self.caller(request))
-        return {"generation_id": gen.id, "left": gen.candidates[0], "right": gen.candidates[1]}
+        return {
+            "generation_id": gen.id,
+            "left": gen.candidates[0],
+            "right": gen.candidates[1],
+            "flags": [[f.model_dump() for f in gen.flags_of(i)] for i in range(2)],
+        }
 
     def api_vote(self, generation_id: str, vote: str, request: gr.Request) -> dict:
         """Vote on a comparison: left, right, tie or both_bad. Returns the saved vote and the versions."""

@@ -54,6 +54,9 @@ HELP_FLAGS = [
     "--gate-kl-budget",
     "--gate-max-logprob-drop",
     "--eval-probe-prompts",
+    "--redact-phi",
+    "--redteam-prompts",
+    "--gate-max-safety-drop",
 ]
 
 
@@ -107,6 +110,9 @@ def write_json(path: Path, data: object) -> Path:
         ("gate_max_perplexity_rise", 0.10),
         ("gate_kl_budget", 0.25),
         ("eval_probe_prompts", 16),
+        ("redact_phi", True),
+        ("redteam_prompts", 6),
+        ("gate_max_safety_drop", 0.2),
     ],
 )
 def test_defaults(field: str, expected: object) -> None:
@@ -169,6 +175,9 @@ FLAG_TABLE = [
     ("gate_kl_budget", ["--gate-kl-budget", "0.5"], {"HITL_GATE_KL_BUDGET": "0.5"}, 0.5),
     ("gate_max_logprob_drop", ["--gate-max-logprob-drop", "0.3"], {"HITL_GATE_MAX_LOGPROB_DROP": "0.3"}, 0.3),
     ("eval_probe_prompts", ["--eval-probe-prompts", "8"], {"HITL_EVAL_PROBE_PROMPTS": "8"}, 8),
+    ("redact_phi", ["--no-redact-phi"], {"HITL_REDACT_PHI": "false"}, False),
+    ("redteam_prompts", ["--redteam-prompts", "4"], {"HITL_REDTEAM_PROMPTS": "4"}, 4),
+    ("gate_max_safety_drop", ["--gate-max-safety-drop", "0.3"], {"HITL_GATE_MAX_SAFETY_DROP": "0.3"}, 0.3),
 ]
 
 
@@ -291,6 +300,8 @@ def test_one_error_lists_every_problem(tmp_path: Path) -> None:
         (dict(holdout_fraction=1.0), "--holdout-fraction must be in [0, 1)"),
         (dict(gate_max_perplexity_rise=-0.1), "gate tolerances"),
         (dict(gate_kl_budget=0), "--gate-kl-budget must be positive"),
+        (dict(redteam_prompts=-1), "--redteam-prompts must be 0 or more"),
+        (dict(gate_max_safety_drop=1.5), "--gate-max-safety-drop must be in [0, 1]"),
         (dict(gate_min_pairs=0), "--gate-min-pairs and --eval-probe-prompts must be at least 1"),
         (dict(top_p=0), "--top-p must be in (0, 1]"),
         (dict(top_p=1.5), "--top-p must be in (0, 1]"),

@@ -3,7 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python -m hitl_app.bench [--out bench-results/bench.json] [--quick]
-                                       [--only swap,candidates,retrain,answers]
+                                       [--only swap,candidates,safety,retrain,answers]
                                        [--serve-threads 1,2] [--trainer-threads N] [--keep]
 
 (``make bench`` runs the full set.) Each benchmark measures its figures side by side in one run,
@@ -23,6 +23,9 @@ so that ratios stay meaningful on a noisy machine:
 4. ``candidates`` (candidates.py): K = 4 sampled candidates in one batched ``generate`` call
    against 4 single calls: answer tokens per second of each, their ratio, and the wall ratio;
    also at fixed length. Goal: throughput ratio >= 2.5.
+5. ``safety`` (safety.py): the time the safety checks (input guard, answer checks, redaction) add
+   to each answer, p50/p95 over the shipped evaluation questions and reference answers, and the
+   over-flag rate (medication flags on those correct answers). Goals: p95 <= 5 ms, <= 5%.
 
 ``--quick`` runs every benchmark with small counts (a smoke test of a few minutes: the two
 trainer rounds dominate it); ``--only`` runs a subset. Everything runs in a fresh temporary checkpoints/feedback workspace; the only thing

@@ -27,6 +27,7 @@ from .candidates import bench_candidates
 from .config import BASE_DIR, BENCHMARKS, DEFAULT_OUT, BenchConfig
 from .report import evaluate_goals, print_table, report_rows
 from .retrain import bench_retrain
+from .safety import bench_safety
 from .swap import bench_swap
 from .timing import METER, wait_until_quiet
 from .workspace import make_settings
@@ -138,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_step(results, "swap", lambda: bench_swap(cfg, base, tokenizer, root / "swap"))
         if cfg.runs("candidates"):  # before the trainer process exists: serving while it is idle
             run_step(results, "candidates", lambda: bench_candidates(cfg, base, tokenizer, root / "candidates"))
+        if cfg.runs("safety"):
+            run_step(results, "safety", lambda: bench_safety(cfg))
         if cfg.runs("retrain") or cfg.runs("answers"):
             run_with_trainer(cfg, settings, base, tokenizer, results)
     finally:

@@ -12,7 +12,7 @@ DEFAULT_OUT = Path("bench-results/bench.json")
 QUESTION = "What are the warning signs of a stroke, and what should someone do if they notice them?"
 # Benchmark names for --only, in the order they run. Candidates run before the trainer process
 # starts, as they measure serving while the trainer is idle.
-BENCHMARKS: tuple[str, ...] = ("swap", "candidates", "retrain", "answers")
+BENCHMARKS: tuple[str, ...] = ("swap", "candidates", "safety", "retrain", "answers")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class BenchConfig:
     candidates_k: int = 4  # candidates per question: one batched call vs this many single calls
     candidates_pairs: int = 5  # interleaved (batched, sequential) pairs per length mode, after a warm-up
     candidates_max_new_tokens: int = 64  # sampled answers of the candidates benchmark
+    safety_repeats: int = 20  # passes over the evaluation questions timing the safety checks
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.only if name not in BENCHMARKS]
@@ -93,6 +94,7 @@ class BenchConfig:
                 round_timeout_s=300.0,
                 candidates_pairs=1,
                 candidates_max_new_tokens=12,
+                safety_repeats=2,
             )
         return cfg
 

@@ -14,6 +14,8 @@ GOALS = {
     "evaluation_max_share": 0.5,  # evaluation before publishing / the round's training time
     "busy_max_p95_ratio": 1.5,  # p95 busy / p95 idle, per serving thread count
     "candidates_min_speedup": 2.5,  # median tokens/s, K candidates in one call / in K calls
+    "safety_max_p95_s": 0.005,  # safety checks per answer
+    "safety_max_over_flag_rate": 0.05,  # medication flags on correct reference answers
 }
 Row = tuple[str, str, str]  # (figure, value, goal or note)
 
@@ -39,7 +41,21 @@ def evaluate_goals(results: dict[str, Any]) -> dict[str, Any]:
     if "throughput_ratio" in candidates:
         r = candidates["throughput_ratio"]
         goals["candidates_throughput_2.5x_sequential"] = None if r is None else r >= GOALS["candidates_min_speedup"]
+    safety = results.get("safety") or {}
+    if "per_answer" in safety:
+        goals["safety_p95_within_5ms"] = safety["per_answer"]["p95_s"] <= GOALS["safety_max_p95_s"]
+        goals["safety_over_flag_within_5pct"] = safety["over_flag_rate"] <= GOALS["safety_max_over_flag_rate"]
     return goals
+
+
+def _safety_rows(safety: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
+    per = safety["per_answer"]
+    return [
+        ("5. safety checks per answer: p50 / p95", f"{fmt(per['p50_s'], '', 1e3, 2)} / {fmt(per['p95_s'], ' ms', 1e3, 2)}",
+         f"<= 5 ms: {fmt(goals.get('safety_p95_within_5ms'))}; n = {per['n']}, answers of {safety['mean_answer_chars']:.0f} characters"),
+        ("   over-flag rate on correct answers", f"{len(safety['over_flagged'])} / {safety['answers']}",
+         f"<= 5 %: {fmt(goals.get('safety_over_flag_within_5pct'))}"),
+    ]
 
 
 def _swap_rows(swap: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
@@ -93,6 +109,8 @@ def _retrain_rows(retrain: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
         ("   load + SFT + save", fmt(retrain["load_sft_save_s"], " s", 1, 1),
          f"trainer_threads = {retrain['trainer_threads']}"),
         ("   evaluation before publishing", fmt(retrain["evaluation_duration_s"], " s", 1, 1), _gate_text(retrain)),
+        ("   of which red-team scoring (both versions)", fmt((retrain.get("evaluation") or {}).get("redteam_s"), " s", 1, 1),
+         f"{(retrain.get('evaluation') or {}).get('redteam_prompts', 0)} adversarial + as many benign prompts"),
         ("   evaluation / training time", fmt(retrain.get("evaluation_share_of_training"), " %", 100, 0),
          f"<= 50 %: {fmt(goals.get('evaluation_within_50pct_of_training'))}; training {fmt(retrain['train_duration_s'], ' s', 1, 1)}"),
     ]
@@ -162,6 +180,7 @@ _SECTIONS = (
     ("retrain", "wall_s", _retrain_rows),
     ("answers", "per_threads", _answers_rows),
     ("candidates", "throughput_ratio", _candidates_rows),
+    ("safety", "per_answer", _safety_rows),
 )
 
 
