@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .config import MAX_CANDIDATES, Settings
-from .errors import PermissionDeniedError, UserError
+from .errors import PermissionDeniedError, UserError, check_text
 from .abstats import bradley_terry, compare_summary
 from .compare import ComparisonSetup, ComparisonStore, vote_outcomes, vote_ranking
 from .gate import gate_summary
@@ -129,8 +129,9 @@ class HITLService:
 
     def _refused(self, prompt: str, caller: Caller) -> Generation | None:
         """The recorded refusal of a question the input guard blocks; None when it may be answered."""
-        if not prompt or not prompt.strip():
+        if not isinstance(prompt, str) or not prompt.strip():
             raise UserError("the question is empty")
+        check_text(prompt, "the question")
         verdict = self.safety.check_input(prompt)
         if verdict.allowed:
             return None
@@ -201,8 +202,9 @@ class HITLService:
             UserError: the edit is empty, or identical to the answer (accept it instead), or it
                 has a high-severity safety flag and no override reason is given.
         """
-        if not text or not text.strip():
+        if not isinstance(text, str) or not text.strip():
             raise UserError("the edited answer is empty")
+        check_text(text, "the edit")
         gen = self.ledger.generation(generation_id)
         self._check_candidate(gen, candidate)
         if text.strip() == gen.candidates[candidate].strip():
@@ -231,8 +233,9 @@ class HITLService:
         Raises:
             UserError: the reason is empty.
         """
-        if not reason or not reason.strip():
+        if not isinstance(reason, str) or not reason.strip():
             raise UserError("a rejection needs a reason")
+        check_text(reason, "the reason")
         return self._judge(generation_id, caller, action="reject", candidate=candidate, reason=reason)
 
     def rank(self, generation_id: str, order: list | str, caller: Caller) -> Feedback:
@@ -291,6 +294,9 @@ class HITLService:
         pair = self.comparison()
         versions = [pair.a, pair.b]
         self._rng.shuffle(versions)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise UserError("the question is empty")
+        check_text(prompt, "the question")
         verdict = self.safety.check_input(prompt)
         if not verdict.allowed:
             raise UserError(f"this question is not put to the versions: {verdict.reason}")
@@ -342,10 +348,15 @@ class HITLService:
         }
 
     def _check_candidate(self, gen: Generation, candidate: int) -> None:
+        if isinstance(candidate, bool) or not isinstance(candidate, int):
+            raise UserError(f"candidate must be a whole number (the candidate's index), not {candidate!r}")
         if not 0 <= candidate < len(gen.candidates):
             raise UserError(f"candidate {candidate} does not exist; this generation has {len(gen.candidates)}")
 
     def _judge(self, generation_id: str, caller: Caller, **fields) -> Feedback:
+        for key, what in (("text", "the edit"), ("reason", "the reason"), ("override_reason", "the override reason")):
+            if fields.get(key) is not None:
+                check_text(fields[key], what)
         gen = self.ledger.generation(generation_id)
         self._check_candidate(gen, fields.get("candidate", 0))
         # Free text is redacted like generations, so training rows never see an identifier.

@@ -8,6 +8,7 @@ tokenizer trained on a few medical sentences and a ChatML chat template, so ever
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,41 @@ def embedded_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from hitl_app.base_model import ensure_embedded_base
 
     return ensure_embedded_base(REPO / "checkpoints" / "base")
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(root: Path, tiny_base: Path, auth: list[str], **overrides):
+    """Launch the whole app (server, model manager, trainer process) on the tiny model under ``root``.
+
+    The returned ``App`` has ``url`` set; close it with ``close()``.
+    """
+    from hitl_app.app import create_service, launch
+    from hitl_app.config import Settings
+
+    values = dict(
+        base_model=str(tiny_base),
+        feedback_dir=root / "feedback",
+        checkpoints_dir=root / "checkpoints",
+        device="cpu",
+        max_new_tokens=8,
+        temperature=0.7,
+        candidates=1,
+        holdout_fraction=0.0,
+        retrain_threshold=3,
+        learning_rate=5e-3,
+        lora_r=4,
+        lora_alpha=8,
+        max_seq_length=256,
+        port=free_port(),
+        auth=auth,
+    )
+    settings = Settings(**{**values, **overrides})
+    running = launch(settings, create_service(settings), prevent_thread_lock=True)
+    running.url = f"http://127.0.0.1:{settings.port}/"
+    return running

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port, start_app
 
 ADMIN = ("admin", "admin-pw")
 CLINICIAN = ("drlee", "lee-pw")
@@ -27,37 +26,10 @@ ENDPOINTS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path):
-    from hitl_app.app import create_service, launch
-    from hitl_app.config import Settings
-
-    root = tmp_path_factory.mktemp("api")
-    settings = Settings(
-        base_model=str(tiny_base),
-        feedback_dir=root / "feedback",
-        checkpoints_dir=root / "checkpoints",
-        device="cpu",
-        max_new_tokens=8,
-        temperature=0.7,
-        candidates=1,
-        holdout_fraction=0.0,
-        retrain_threshold=3,
-        learning_rate=5e-3,
-        lora_r=4,
-        lora_alpha=8,
-        max_seq_length=256,
-        port=_free_port(),
-        auth=[f"{ADMIN[0]}:{ADMIN[1]}:admin", f"{CLINICIAN[0]}:{CLINICIAN[1]}"],
-    )
-    running = launch(settings, create_service(settings), prevent_thread_lock=True)
-    running.url = f"http://127.0.0.1:{settings.port}/"
+    auth = [f"{ADMIN[0]}:{ADMIN[1]}:admin", f"{CLINICIAN[0]}:{CLINICIAN[1]}"]
+    running = start_app(tmp_path_factory.mktemp("api"), tiny_base, auth)
     yield running
     running.close()
 
