@@ -176,3 +176,27 @@ def test_r4_lone_surrogates_get_a_specific_error_and_store_nothing(app, endpoint
         events = http.get(f"/gradio_api/call/{endpoint}/{call.json()['event_id']}").text
     assert "event: error" in events and "lone surrogate" in events, events
     assert _lines(app) == before
+
+
+def test_r5_the_stored_reviewer_cannot_be_spoofed(app) -> None:
+    """No endpoint takes a reviewer; one smuggled into a request as an extra value or a field is
+    refused or ignored, and the record carries the login's name."""
+    import httpx
+
+    user, password = USERS[2]
+    gen_id = _generation(app, user)
+    before = _lines(app)
+    with httpx.Client(base_url=app.url.rstrip("/"), timeout=30) as http:
+        assert http.post("/login", data={"username": user, "password": password}).status_code in (200, 302, 303)
+        for body in (
+            {"data": [gen_id, "mallory's reason", 0, "mallory"]},  # an extra positional value
+            {"data": [gen_id, "a reason", 0], "reviewer": "mallory", "username": "mallory"},  # extra fields
+        ):
+            call = http.post("/gradio_api/call/reject", json=body)
+            if call.status_code == 200:
+                http.get(f"/gradio_api/call/reject/{call.json()['event_id']}")
+    app.service.ledger.refresh()
+    stored = [j.feedback for j in app.service.ledger.judgements() if j.feedback.generation_id == gen_id]
+    assert stored, "the well-formed request was not stored"
+    assert {fb.reviewer for fb in stored} == {user}
+    assert _lines(app) - before == len(stored)
