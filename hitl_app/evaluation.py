@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterator, Literal, Sequence
 
@@ -434,11 +434,6 @@ class KLResult:
     n_sequences: int
     n_tokens: int
     samples: list[KLSample]
-
-    @property
-    def mean_new_tokens(self) -> float:
-        """Mean sampled tokens per answer (EOS included)."""
-        return self.n_tokens / self.n_sequences
 
 
 # Settings that can only be neutral when unset: sample_kl refuses a model whose generation

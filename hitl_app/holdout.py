@@ -25,11 +25,3 @@ def holdout_draw(record_id: str) -> float:
 def is_held_out(judgement: Judgement, fraction: float) -> bool:
     """Whether ``judgement`` belongs to the evaluation slice rather than to training."""
     return judgement.feedback.action in HOLDOUT_ACTIONS and holdout_draw(judgement.feedback.id) < fraction
-
-
-def split_held_out(judgements: list[Judgement], fraction: float) -> tuple[list[Judgement], list[Judgement]]:
-    """(trainable, held out) judgements, each in their original order."""
-    train, held = [], []
-    for j in judgements:
-        (held if is_held_out(j, fraction) else train).append(j)
-    return train, held

@@ -23,11 +23,10 @@ import uuid
 from pathlib import Path
 
 from filelock import FileLock
+from pydantic import BaseModel
 
 from .errors import NotFoundError
 from .files import append_line, atomic_write_text, fsync_dir
-from pydantic import BaseModel
-
 from .schema import BASE_VERSION, ActivePointer, Manifest, RoundRecord
 
 log = logging.getLogger(__name__)

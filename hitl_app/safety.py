@@ -171,6 +171,11 @@ def describe_flags(flags: Sequence[SafetyFlag]) -> str:
     return "; ".join(f"{f.severity} {f.kind.replace('_', ' ')}: {f.explanation}" for f in flags)
 
 
+def flags_json(generation: Generation) -> list[list[dict]]:
+    """The safety flags of each candidate, as the API returns them."""
+    return [[f.model_dump() for f in generation.flags_of(i)] for i in range(len(generation.candidates))]
+
+
 def flags_markdown(generation: Generation) -> str:
     """The safety flags of each candidate, for the Review tab."""
     if generation.refused:

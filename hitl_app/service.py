@@ -127,12 +127,19 @@ class HITLService:
             else:
                 yield update.texts, update.version, self._record_generation(prompt, update.answer, caller)
 
-    def _refused(self, prompt: str, caller: Caller) -> Generation | None:
-        """The recorded refusal of a question the input guard blocks; None when it may be answered."""
+    def _screen(self, prompt: str):
+        """The input guard's verdict on a question that is well-formed text.
+
+        Raises:
+            UserError: the question is empty, not text, or holds broken Unicode or control characters.
+        """
         if not isinstance(prompt, str) or not prompt.strip():
             raise UserError("the question is empty")
-        check_text(prompt, "the question")
-        verdict = self.safety.check_input(prompt)
+        return self.safety.check_input(check_text(prompt, "the question"))
+
+    def _refused(self, prompt: str, caller: Caller) -> Generation | None:
+        """The recorded refusal of a question the input guard blocks; None when it may be answered."""
+        verdict = self._screen(prompt)
         if verdict.allowed:
             return None
         log.warning("%s: question refused by the input guard (%s)", caller.username, verdict.category)
@@ -215,14 +222,11 @@ class HITLService:
             generation_id, caller, action="edit", candidate=candidate, text=text, flags=flags, override_reason=override
         )
 
-    def check_text(self, generation_id: str, text: str) -> list[SafetyFlag]:
-        """The safety flags an edit would get, for showing before it is saved."""
-        return self.safety.check_answer(self.ledger.generation(generation_id).prompt, text)
-
     @staticmethod
     def _override(flags: list[SafetyFlag], reason: str | None, what: str) -> str | None:
         """The override reason to store: required when a flag is high-severity, else kept if given."""
-        reason = reason.strip() if reason and reason.strip() else None
+        if reason is not None:
+            reason = check_text(reason, "the override reason").strip() or None
         if has_high(flags) and reason is None:
             raise UserError(f"to {what}, give an override reason: it has high-severity safety flags ({describe_flags(flags)})")
         return reason
@@ -291,15 +295,12 @@ class HITLService:
         Raises:
             UserError: the prompt is empty or too long, or there is nothing to compare.
         """
+        verdict = self._screen(prompt)
+        if not verdict.allowed:
+            raise UserError(f"this question is not put to the versions: {verdict.reason}")
         pair = self.comparison()
         versions = [pair.a, pair.b]
         self._rng.shuffle(versions)
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise UserError("the question is empty")
-        check_text(prompt, "the question")
-        verdict = self.safety.check_input(prompt)
-        if not verdict.allowed:
-            raise UserError(f"this question is not put to the versions: {verdict.reason}")
         answers = [self.models.generate(prompt, version=v) for v in versions]
         texts = [a.candidates[0] for a in answers]
         return self._store_generation(
@@ -354,9 +355,6 @@ class HITLService:
             raise UserError(f"candidate {candidate} does not exist; this generation has {len(gen.candidates)}")
 
     def _judge(self, generation_id: str, caller: Caller, **fields) -> Feedback:
-        for key, what in (("text", "the edit"), ("reason", "the reason"), ("override_reason", "the override reason")):
-            if fields.get(key) is not None:
-                check_text(fields[key], what)
         gen = self.ledger.generation(generation_id)
         self._check_candidate(gen, fields.get("candidate", 0))
         # Free text is redacted like generations, so training rows never see an identifier.

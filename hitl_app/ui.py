@@ -17,7 +17,7 @@ from .config import MAX_CANDIDATES
 from .errors import UserError
 from .ranking import format_order, ranks_to_order
 from .dashboard import build_dashboard
-from .safety import flags_markdown
+from .safety import flags_json, flags_markdown
 from .service import LOCAL_USER, Caller, HITLService
 from .ui_compare import CompareHandlers, build_compare_tab
 
@@ -221,7 +221,7 @@ class _Handlers:
             "answer": gen.answer,
             "candidates": gen.candidates,
             "version": gen.version,
-            "flags": [[f.model_dump() for f in gen.flags_of(i)] for i in range(len(gen.candidates))],
+            "flags": flags_json(gen),
             "refused": gen.refused,
             "redactions": gen.redactions,
         }

@@ -11,7 +11,7 @@ from typing import Callable
 import gradio as gr
 
 from .errors import UserError
-from .safety import describe_flags
+from .safety import describe_flags, flags_json
 from .service import Caller, HITLService
 
 VOTE_BUTTONS = {"left": "Left is better", "right": "Right is better", "tie": "Tie", "both_bad": "Both bad"}
@@ -65,7 +65,7 @@ class CompareHandlers:
             "generation_id": gen.id,
             "left": gen.candidates[0],
             "right": gen.candidates[1],
-            "flags": [[f.model_dump() for f in gen.flags_of(i)] for i in range(2)],
+            "flags": flags_json(gen),
         }
 
     def api_vote(self, generation_id: str, vote: str, request: gr.Request) -> dict:

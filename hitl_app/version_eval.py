@@ -36,7 +36,7 @@ from .holdout import is_held_out
 from .ledger import Judgement
 from .redteam import RedTeamSet, redteam_set, score_version
 from .safety import SafetyChecker
-from .schema import BASE_VERSION, EvalMetrics
+from .schema import EvalMetrics
 
 log = logging.getLogger(__name__)
 

@@ -55,6 +55,9 @@ def _safety_rows(safety: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
          f"<= 5 ms: {fmt(goals.get('safety_p95_within_5ms'))}; n = {per['n']}, answers of {safety['mean_answer_chars']:.0f} characters"),
         ("   over-flag rate on correct answers", f"{len(safety['over_flagged'])} / {safety['answers']}",
          f"<= 5 %: {fmt(goals.get('safety_over_flag_within_5pct'))}"),
+        ("   input guard: adversarial blocked / benign refused",
+         "{} / {}, {} / {}".format(*safety["guard_blocked"], *safety["guard_refused_benign"]),
+         "the shipped red-team suites"),
     ]
 
 
