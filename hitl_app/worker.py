@@ -232,10 +232,31 @@ def _inject_fault() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _exit_with_the_app() -> None:
+    """End this process as soon as the app process that started it is gone.
+
+    A SIGKILLed app cannot stop its trainer, and an orphaned trainer would go on to publish and
+    activate a version behind the back of the next app, racing its new trainer. The parent's
+    sentinel becomes ready when the parent exits, however it exits; a staging folder left behind
+    is removed by the next app's start-up, and that app marks the round failed.
+    """
+    parent = mp.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        log.warning("the app process is gone; the trainer exits without finishing its round")
+        os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def worker_main(settings_json: str, base_source: str, jobs) -> None:
     """Entry point of the trainer process: serve training requests from ``jobs`` until ``None``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s trainer %(levelname)s %(name)s: %(message)s")
     settings = Settings.model_validate_json(settings_json)
+    _exit_with_the_app()
     import torch
 
     # Answers must stay responsive while training: few threads, and a lower CPU priority.

@@ -1,0 +1,113 @@
+"""R3: the trainer fails by exception, by kill and by out-of-memory while the app serves.
+
+Through the running app: clinicians keep asking while an admin's retrain fails, every answer
+comes from the version that was serving before, and the failure shows in /status and in the
+status panel the UI refreshes. The fault is injected through ``HITL_TRAINER_FAULT``, which the
+trainer process reads from the environment it was spawned with.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+from hitl_app.ui import _Handlers
+from hitl_app.worker import FAULT_ENV
+from tests.conftest import start_app
+
+ADMIN = ("admin", "admin-pw")
+CLINICIAN = ("drlee", "lee-pw")
+FAULTS = {
+    "exception": "RuntimeError: injected trainer fault",
+    "oom": "OutOfMemoryError: injected out-of-memory",
+    "kill": "trainer process killed",
+}
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path):
+    auth = [f"{ADMIN[0]}:{ADMIN[1]}:admin", f"{CLINICIAN[0]}:{CLINICIAN[1]}"]
+    running = start_app(tmp_path_factory.mktemp("faults"), tiny_base, auth, auto_retrain=False, gate="off")
+    yield running
+    running.close()
+
+
+def _wait_for(predicate, timeout_s: float = 180.0, every_s: float = 0.2):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+def _retrain_until_idle(admin: Client) -> dict:
+    assert admin.predict(api_name="/retrain")["queued"]
+    return _wait_for(lambda: (s := admin.predict(api_name="/status"))["trainer"]["state"] != "training" and s)
+
+
+class Answers:
+    """A clinician asking question after question in a thread, until stopped."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.versions: list[str] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.versions.append(self.client.predict("What is asthma?", api_name="/ask")["version"])
+            except Exception as exc:  # collected and asserted empty by the test
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def __enter__(self) -> "Answers":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+def test_r3_serving_continues_through_trainer_failures(app, monkeypatch: pytest.MonkeyPatch) -> None:
+    clinician, admin = Client(app.url, auth=CLINICIAN, verbose=False), Client(app.url, auth=ADMIN, verbose=False)
+    for i in range(3):
+        gen = clinician.predict(f"Signs of a stroke? ({i})", api_name="/ask")
+        clinician.predict(gen["generation_id"], "Face drooping, arm weakness, speech difficulty: call 999.", api_name="/edit")
+    status = _retrain_until_idle(admin)
+    serving = status["serving_version"]
+    assert serving == "v0001", status["trainer"]
+    handlers = _Handlers(app.service, {ADMIN[0]: "admin", CLINICIAN[0]: "clinician"})
+
+    for fault, error in FAULTS.items():
+        gen = clinician.predict(f"Fever in an infant under 3 months ({fault})?", api_name="/ask")
+        clinician.predict(gen["generation_id"], "Needs same-day assessment: sepsis must be excluded.", api_name="/edit")
+        monkeypatch.setenv(FAULT_ENV, fault)
+        app.service.trainer.stop()  # the next request spawns a trainer that carries the fault
+        with Answers(clinician) as answers:
+            _wait_for(lambda: answers.versions)
+            status = _retrain_until_idle(admin)
+            during = len(answers.versions)
+            _wait_for(lambda: len(answers.versions) > during)  # and after the failure
+        assert not answers.errors, answers.errors[:3]
+        assert set(answers.versions) == {serving}, answers.versions
+        trainer = status["trainer"]
+        assert trainer["state"] == "failed" and error in trainer["last_error"], (fault, trainer)
+        assert status["serving_version"] == serving and status["versions"] == ["base", serving]
+        panel, _ = handlers.status_panel()
+        assert "**Trainer:** failed" in panel and f"**Last error:** {trainer['last_error']}" in panel
+        monkeypatch.delenv(FAULT_ENV)
+
+    # With the fault gone, the next trigger trains on everything the failed rounds left.
+    app.service.trainer.stop()
+    status = _retrain_until_idle(admin)
+    assert status["trainer"]["state"] == "idle" and status["serving_version"] == "v0002", status["trainer"]
+    assert app.service.registry.manifest("v0002").metrics.rows["new_edit"] == len(FAULTS)
