@@ -63,7 +63,11 @@ def serve_threads_policy(settings: Settings, trainer: TrainerClient) -> Callable
 
 
 def create_service(settings: Settings) -> HITLService:
-    """Load the model and build the service; the trainer process is started and warm.
+    """Load the model and build the service.
+
+    With auto-retrain on, the trainer process is started now, so its imports are warm before the
+    first round. With it off, rounds are rare and asked for by an admin, so the process starts at
+    the first request instead of taking memory and start-up CPU from the app.
 
     Raises:
         ModelWheelMissing: the embedded model is needed but not installed.
@@ -86,7 +90,8 @@ def create_service(settings: Settings) -> HITLService:
     models.watch()
     trainer = TrainerClient(settings, source)
     models.threads_policy = serve_threads_policy(settings, trainer)
-    trainer.start()
+    if settings.auto_retrain:
+        trainer.start()
     store = FeedbackStore(settings.feedback_dir)
     return HITLService(settings, store, models, registry, trainer)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,17 @@ def embedded_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from hitl_app.base_model import ensure_embedded_base
 
     return ensure_embedded_base(REPO / "checkpoints" / "base")
+
+
+def wait_for(predicate, timeout_s: float = 120.0, every_s: float = 0.2):
+    """Poll ``predicate`` until it returns something truthy, and return that; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"condition not met within {timeout_s} s")
 
 
 def free_port() -> int:

@@ -9,14 +9,13 @@ import json
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from gradio_client import Client
 
-from tests.conftest import REPO, start_app
+from tests.conftest import REPO, start_app, wait_for
 
 ADMIN = ("admin", "admin-pw")
 CLINICIAN = ("drlee", "lee-pw")
@@ -42,15 +41,6 @@ def _store_lines(app) -> int:
     path = app.service.store.path
     return len(path.read_bytes().splitlines()) if path.exists() else 0
 
-
-def _wait_for(predicate, timeout_s: float = 120.0, every_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"condition not met within {timeout_s} s")
 
 
 @pytest.mark.parametrize("name", ENDPOINTS)
@@ -135,7 +125,7 @@ def test_judgements_retrain_and_the_next_answer_carries_the_new_version(app) -> 
         # The reviewer is the login, never something the client could send.
         assert saved["reviewer"] == CLINICIAN[0]
 
-    status = _wait_for(lambda: (s := client.predict(api_name="/status"))["serving_version"] != "base" and s)
+    status = wait_for(lambda: (s := client.predict(api_name="/status"))["serving_version"] != "base" and s)
     assert status["trainer"]["state"] == "idle", status["trainer"]
     new_version = status["serving_version"]
     assert new_version not in start_versions and new_version in status["versions"]
@@ -174,7 +164,7 @@ def test_a_double_submitted_judgement_is_stored_once(app) -> None:
 def test_manual_retrain_by_admin_with_auto_retrain_off(app, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(app.service.settings, "auto_retrain", False)
     client, admin = _client(app), _client(app, ADMIN)
-    _wait_for(lambda: client.predict(api_name="/status")["trainer"]["state"] != "training")
+    wait_for(lambda: client.predict(api_name="/status")["trainer"]["state"] != "training")
     gen = client.predict("Signs of a stroke?", api_name="/ask")
     client.predict(gen["generation_id"], "Face drooping, arm weakness, speech difficulty: call 911.", api_name="/edit")
     status = client.predict(api_name="/status")
@@ -182,7 +172,7 @@ def test_manual_retrain_by_admin_with_auto_retrain_off(app, monkeypatch: pytest.
     versions_before = status["versions"]
     queued = admin.predict(api_name="/retrain")
     assert queued["queued"] is True and queued["requested_by"] == ADMIN[0]
-    status = _wait_for(lambda: (s := client.predict(api_name="/status"))["trainer"]["state"] != "training" and s)
+    status = wait_for(lambda: (s := client.predict(api_name="/status"))["trainer"]["state"] != "training" and s)
     assert status["trainer"]["state"] == "idle", status["trainer"]
     assert len(status["versions"]) == len(versions_before) + 1
 
@@ -254,12 +244,12 @@ def test_ranking_a_single_candidate_or_asking_for_too_many_is_refused(app) -> No
 def test_a_ranking_then_a_retrain_gives_a_version_trained_by_dpo(app, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(app.service.settings, "auto_retrain", False)
     client, admin = _client(app), _client(app, ADMIN)
-    _wait_for(lambda: client.predict(api_name="/status")["trainer"]["state"] != "training")
+    wait_for(lambda: client.predict(api_name="/status")["trainer"]["state"] != "training")
     gen = client.predict("How is iron-deficiency anaemia treated?", 3, api_name="/ask")
     ranked = client.predict(gen["generation_id"], [0, 1, 2], api_name="/rank")
     versions_before = client.predict(api_name="/status")["versions"]
     assert admin.predict(api_name="/retrain")["queued"] is True
-    status = _wait_for(lambda: (s := client.predict(api_name="/status"))["trainer"]["state"] != "training" and s)
+    status = wait_for(lambda: (s := client.predict(api_name="/status"))["trainer"]["state"] != "training" and s)
     assert status["trainer"]["state"] == "idle", status["trainer"]
     assert len(status["versions"]) == len(versions_before) + 1
 
@@ -277,7 +267,7 @@ def test_a_ranking_then_a_retrain_gives_a_version_trained_by_dpo(app, monkeypatc
 # ----- blind A/B comparison -----
 def test_compare_and_vote_through_the_api(app) -> None:
     client, admin = _client(app), _client(app, ADMIN)
-    _wait_for(lambda: client.predict(api_name="/status")["trainer"]["state"] != "training")
+    wait_for(lambda: client.predict(api_name="/status")["trainer"]["state"] != "training")
     versions = client.predict(api_name="/status")["versions"]
     assert len(versions) >= 2, versions
     newest = versions[-1]

@@ -29,7 +29,7 @@ from hitl_app.registry import Registry
 from hitl_app.schema import Feedback, Generation
 from hitl_app.store import FeedbackStore
 from hitl_app.worker import STATUS_FILE
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +113,6 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
 
-
-def _wait_for(predicate, timeout_s: float = 120.0, every_s: float = 0.1):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"condition not met within {timeout_s} s")
 
 
 @dataclass
@@ -258,11 +249,11 @@ def test_r2_sigkill_during_a_retrain_publishes_nothing_half_written(tmp_path: Pa
 
     # 1. The app dies mid-round: its trainer follows it, and nothing half-written is listed.
     assert Client(app.url, auth=ADMIN, verbose=False).predict(api_name="/retrain")["queued"]
-    _wait_for(lambda: _training_past(app, 0.05))
+    wait_for(lambda: _training_past(app, 0.05))
     trainers = app.trainer_pids()
     assert len(trainers) == 1
     app.kill()
-    _wait_for(lambda: not _alive(trainers[0]), timeout_s=30)  # an orphan would publish behind the next app's back
+    wait_for(lambda: not _alive(trainers[0]), timeout_s=30)  # an orphan would publish behind the next app's back
     assert _assert_only_complete_versions(tmp_path) == []
 
     app.start()
@@ -275,16 +266,16 @@ def test_r2_sigkill_during_a_retrain_publishes_nothing_half_written(tmp_path: Pa
 
     # 2. The trainer alone is killed mid-round: the app serves on and shows the failure.
     assert admin.predict(api_name="/retrain")["queued"]
-    _wait_for(lambda: _training_past(app, 0.3))
+    wait_for(lambda: _training_past(app, 0.3))
     os.kill(app.trainer_pids()[0], signal.SIGKILL)
-    status = _wait_for(lambda: (s := admin.predict(api_name="/status"))["trainer"]["state"] == "failed" and s)
+    status = wait_for(lambda: (s := admin.predict(api_name="/status"))["trainer"]["state"] == "failed" and s)
     assert "killed" in status["trainer"]["last_error"]
     assert status["versions"] == ["base"] and _assert_only_complete_versions(tmp_path) == []
     assert clinician.predict("What is asthma?", api_name="/ask")["version"] == "base"
 
     # 3. The next trigger retrains, and the new version is complete and served.
     assert admin.predict(api_name="/retrain")["queued"]
-    status = _wait_for(lambda: (s := admin.predict(api_name="/status"))["trainer"]["state"] != "training" and s, timeout_s=300)
+    status = wait_for(lambda: (s := admin.predict(api_name="/status"))["trainer"]["state"] != "training" and s, timeout_s=300)
     assert status["trainer"]["state"] == "idle", status["trainer"]
     assert _assert_only_complete_versions(tmp_path) == ["v0001"] == status["versions"][1:]
     assert clinician.predict("What is asthma?", api_name="/ask")["version"] == "v0001"

@@ -9,7 +9,6 @@ trainer process reads from the environment it was spawned with.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from gradio_client import Client
 
 from hitl_app.ui import _Handlers
 from hitl_app.worker import FAULT_ENV
-from tests.conftest import start_app
+from tests.conftest import start_app, wait_for
 
 ADMIN = ("admin", "admin-pw")
 CLINICIAN = ("drlee", "lee-pw")
@@ -36,19 +35,10 @@ def app(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path):
     running.close()
 
 
-def _wait_for(predicate, timeout_s: float = 180.0, every_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"condition not met within {timeout_s} s")
-
 
 def _retrain_until_idle(admin: Client) -> dict:
     assert admin.predict(api_name="/retrain")["queued"]
-    return _wait_for(lambda: (s := admin.predict(api_name="/status"))["trainer"]["state"] != "training" and s)
+    return wait_for(lambda: (s := admin.predict(api_name="/status"))["trainer"]["state"] != "training" and s)
 
 
 class Answers:
@@ -93,10 +83,10 @@ def test_r3_serving_continues_through_trainer_failures(app, monkeypatch: pytest.
         monkeypatch.setenv(FAULT_ENV, fault)
         app.service.trainer.stop()  # the next request spawns a trainer that carries the fault
         with Answers(clinician) as answers:
-            _wait_for(lambda: answers.versions)
+            wait_for(lambda: answers.versions)
             status = _retrain_until_idle(admin)
             during = len(answers.versions)
-            _wait_for(lambda: len(answers.versions) > during)  # and after the failure
+            wait_for(lambda: len(answers.versions) > during)  # and after the failure
         assert not answers.errors, answers.errors[:3]
         assert set(answers.versions) == {serving}, answers.versions
         trainer = status["trainer"]
