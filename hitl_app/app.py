@@ -11,6 +11,7 @@ import gradio as gr
 
 from .base_model import LoadOptions, base_name, ensure_embedded_base, load_base, load_tokenizer
 from .config import Settings
+from .fastpath import resolve_serve_dtype
 from .models import ModelManager
 from .registry import Registry
 from .schema import Sampling
@@ -86,7 +87,8 @@ def create_service(settings: Settings) -> HITLService:
         max_new_tokens=settings.max_new_tokens,
     )
     lora = TrainConfig.from_settings(settings).lora_config()
-    models = ModelManager.wrap(base, tokenizer, registry, sampling, settings.system_prompt or None, lora)
+    serve_dtype = resolve_serve_dtype(settings.serve_dtype, options.device, options.load_in_4bit)
+    models = ModelManager.wrap(base, tokenizer, registry, sampling, settings.system_prompt or None, lora, serve_dtype)
     models.watch()
     trainer = TrainerClient(settings, source)
     models.threads_policy = serve_threads_policy(settings, trainer)

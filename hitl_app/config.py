@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     serve_threads: int = Field(
         0, description="CPU threads for answering (0: all cores, minus the trainer's while it trains)."
     )
+    serve_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="CPU answers from a merged copy in this dtype (auto: bfloat16 if the CPU has native bf16, "
+        "else float32 from the PEFT model). Training and evaluation stay float32; CUDA and 4-bit are unchanged.",
+    )
 
     # --- storage ---
     feedback_dir: Path = Field(Path("feedback"), description="Where feedback.jsonl lives.")
@@ -184,6 +189,11 @@ class Settings(BaseSettings):
             problems.append("--device cuda was asked for, but this machine has no usable CUDA device")
         if self.load_in_4bit and not (cuda and self.device != "cpu"):
             problems.append("--load-in-4bit needs a CUDA device (bitsandbytes nf4)")
+        if self.serve_dtype != "auto" and (self.load_in_4bit or (self.device != "cpu" and cuda)):
+            problems.append(
+                f"--serve-dtype {self.serve_dtype} applies to CPU serving only; on CUDA (and with --load-in-4bit) "
+                "the model is served in bf16: leave it at auto"
+            )
         try:
             users = self.users()
         except ValueError as exc:

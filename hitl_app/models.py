@@ -6,6 +6,9 @@ version is read from disk off the request path, then swapped in under the genera
 ``peft.utils.hotswap`` (an in-place copy of the LoRA tensors). Because every generation holds
 the same lock from its first token to its last, an answer is never produced half by one version
 and half by another, and every answer is tagged with the version that wrote it.
+
+On CPU the tokens may come from a faster merged copy of the base (``fastpath.py``, ``--serve-dtype``);
+it is re-merged from the PEFT model, under the same lock, whenever the version to answer changes.
 """
 
 from __future__ import annotations
@@ -143,10 +146,15 @@ class ModelManager:
         registry: where versions are published and the ACTIVE pointer lives.
         sampling: default decoding settings.
         system_prompt: the system message put before every question (None for none).
+        fast: a merged serving copy (``hitl_app.fastpath``) to generate with, or None to generate
+            with ``model``. ``model`` stays the source of truth for versions either way.
     """
 
-    def __init__(self, model, tokenizer, registry: Registry, sampling: Sampling, system_prompt: str | None) -> None:
+    def __init__(
+        self, model, tokenizer, registry: Registry, sampling: Sampling, system_prompt: str | None, fast=None
+    ) -> None:
         self.model = model
+        self.fast = fast
         self.tokenizer = tokenizer
         self.registry = registry
         self.sampling = sampling
@@ -160,13 +168,29 @@ class ModelManager:
         self.context_length = int(getattr(model.config, "max_position_embeddings", 2048))
 
     @classmethod
-    def wrap(cls, base_model, tokenizer, registry: Registry, sampling: Sampling, system_prompt: str | None, lora_config):
-        """Wrap a loaded base model with an identity LoRA slot (B = 0) and serve ACTIVE's version."""
+    def wrap(
+        cls,
+        base_model,
+        tokenizer,
+        registry: Registry,
+        sampling: Sampling,
+        system_prompt: str | None,
+        lora_config,
+        serve_dtype: torch.dtype | None = None,
+    ):
+        """Wrap a loaded base model with an identity LoRA slot (B = 0) and serve ACTIVE's version.
+
+        With ``serve_dtype`` (see ``fastpath.resolve_serve_dtype``) answers come from a merged copy
+        of the base in that dtype; the PEFT model still holds every version.
+        """
         from peft import get_peft_model
 
+        from .fastpath import build_serving_copy
+
+        fast = build_serving_copy(base_model, serve_dtype)  # before get_peft_model changes the base in place
         model = get_peft_model(base_model, lora_config, adapter_name=_SLOT)
         model.eval()
-        manager = cls(model, tokenizer, registry, sampling, system_prompt)
+        manager = cls(model, tokenizer, registry, sampling, system_prompt, fast=fast)
         manager.sync()
         return manager
 
@@ -317,12 +341,25 @@ class ModelManager:
             self._apply_threads()
             kwargs = self._generate_kwargs(inputs, sampling, k, stop, streamer)
             with torch.inference_mode(), self._adapter_for(version):
-                out = self.model.generate(**kwargs)
+                out = self._generate(version, kwargs)
         prompt_len = inputs["input_ids"].shape[1]
         new = out[:, prompt_len:]
         texts = [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
         new_tokens = int((new != self.tokenizer.pad_token_id).sum().item())
         return Answer(texts, version, sampling, int(prompt_len), new_tokens, time.perf_counter() - started)
+
+    def _generate(self, version: str, kwargs: dict) -> torch.Tensor:
+        # Called under the lock with ``version``'s weights active in the PEFT model.
+        if self.fast is not None:
+            from .fastpath import FastPathUnsupported
+
+            try:
+                self.fast.prepare(self.model, version)
+            except FastPathUnsupported as exc:
+                log.warning("answering %s without the fast path: %s", version, exc)
+            else:
+                return self.fast.generate(**kwargs)
+        return self.model.generate(**kwargs)
 
     @contextlib.contextmanager
     def _adapter_for(self, version: str) -> Iterator[None]:

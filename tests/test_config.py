@@ -113,6 +113,7 @@ def write_json(path: Path, data: object) -> Path:
         ("redact_phi", True),
         ("redteam_prompts", 6),
         ("gate_max_safety_drop", 0.2),
+        ("serve_dtype", "auto"),
     ],
 )
 def test_defaults(field: str, expected: object) -> None:
@@ -148,6 +149,7 @@ FLAG_TABLE = [
     ("top_p", ["--top-p", "0.5"], {"HITL_TOP_P": "0.5"}, 0.5),
     ("system_prompt", ["--system-prompt", "Be brief."], {"HITL_SYSTEM_PROMPT": "Be brief."}, "Be brief."),
     ("serve_threads", ["--serve-threads", "2"], {"HITL_SERVE_THREADS": "2"}, 2),
+    ("serve_dtype", ["--serve-dtype", "bfloat16"], {"HITL_SERVE_DTYPE": "bfloat16"}, "bfloat16"),
     ("feedback_dir", ["--feedback-dir", "fb"], {"HITL_FEEDBACK_DIR": "fb"}, Path("fb")),
     ("checkpoints_dir", ["--checkpoints-dir", "ck"], {"HITL_CHECKPOINTS_DIR": "ck"}, Path("ck")),
     ("lora_r", ["--lora-r", "8"], {"HITL_LORA_R": "8"}, 8),
@@ -217,6 +219,26 @@ def test_load_in_4bit_flag_and_env_var_with_cuda(monkeypatch: pytest.MonkeyPatch
         settings = Settings(_cli_parse_args=["--load-in-4bit"])
     assert settings.load_in_4bit is True
     assert settings.resolved_device() == "cuda"
+
+
+@pytest.mark.parametrize(
+    "overrides, ok",
+    [
+        (dict(serve_dtype="bfloat16", device="cpu"), True),  # CPU serving, even on a CUDA machine
+        (dict(serve_dtype="float32", device="cpu"), True),
+        (dict(serve_dtype="auto", device="cuda"), True),
+        (dict(serve_dtype="bfloat16", device="cuda"), False),  # CUDA serves bf16 already
+        (dict(serve_dtype="float32", device="auto"), False),  # auto resolves to CUDA here
+        (dict(serve_dtype="bfloat16", load_in_4bit=True), False),
+    ],
+)
+def test_serve_dtype_applies_to_cpu_serving_only(monkeypatch: pytest.MonkeyPatch, overrides: dict, ok: bool) -> None:
+    monkeypatch.setattr(config, "_cuda_available", lambda: True)
+    if ok:
+        Settings(**overrides)
+    else:
+        with pytest.raises(ValidationError, match="--serve-dtype .* applies to CPU serving only"):
+            Settings(**overrides)
 
 
 def test_cli_flags_combine() -> None:

@@ -277,6 +277,7 @@ def test_r2_sigkill_during_a_retrain_publishes_nothing_half_written(tmp_path: Pa
     assert admin.predict(api_name="/retrain")["queued"]
     status = wait_for(lambda: (s := admin.predict(api_name="/status"))["trainer"]["state"] != "training" and s, timeout_s=300)
     assert status["trainer"]["state"] == "idle", status["trainer"]
+    status = wait_for(lambda: (s := admin.predict(api_name="/status"))["serving_version"] == "v0001" and s)
     assert _assert_only_complete_versions(tmp_path) == ["v0001"] == status["versions"][1:]
     assert clinician.predict("What is asthma?", api_name="/ask")["version"] == "v0001"
     outcomes = [r.outcome for r in Registry(tmp_path / "checkpoints").rounds()]

@@ -36,9 +36,15 @@ def app(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path):
 
 
 
+def _settled(status: dict) -> bool:
+    """The round is over and the app serves what it left active (the watcher swaps within moments)."""
+    trainer = status["trainer"]
+    return trainer["state"] != "training" and (trainer["state"] != "idle" or status["serving_version"] == trainer["last_version"])
+
+
 def _retrain_until_idle(admin: Client) -> dict:
     assert admin.predict(api_name="/retrain")["queued"]
-    return wait_for(lambda: (s := admin.predict(api_name="/status"))["trainer"]["state"] != "training" and s)
+    return wait_for(lambda: _settled(s := admin.predict(api_name="/status")) and s)
 
 
 class Answers:

@@ -3,7 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python -m hitl_app.bench [--out bench-results/bench.json] [--quick]
-                                       [--only swap,candidates,safety,retrain,answers]
+                                       [--only swap,candidates,decode,safety,retrain,answers]
                                        [--serve-threads 1,2] [--trainer-threads N] [--keep]
 
 (``make bench`` runs the full set.) Each benchmark measures its figures side by side in one run,
@@ -26,6 +26,10 @@ so that ratios stay meaningful on a noisy machine:
 5. ``safety`` (safety.py): the time the safety checks (input guard, answer checks, redaction) add
    to each answer, p50/p95 over the shipped evaluation questions and reference answers, and the
    over-flag rate (medication flags on those correct answers). Goals: p95 <= 5 ms, <= 5%.
+6. ``decode`` (decode.py): batch-1 greedy answers from the plain fp32 PEFT ``generate`` and from
+   the fast path (``hitl_app.fastpath``: bf16 copy with the LoRA merged in), interleaved, per
+   serving thread count: median tokens/s of each, their ratio, the share of identical greedy
+   answers and the merge time. Goal: the fast path >= 40 tokens/s at its best thread count.
 
 ``--quick`` runs every benchmark with small counts (a smoke test of a few minutes: the two
 trainer rounds dominate it); ``--only`` runs a subset. Everything runs in a fresh temporary checkpoints/feedback workspace; the only thing

@@ -25,6 +25,7 @@ from . import __doc__ as PACKAGE_DOC
 from .answers import bench_answers
 from .candidates import bench_candidates
 from .config import BASE_DIR, BENCHMARKS, DEFAULT_OUT, BenchConfig
+from .decode import bench_decode
 from .report import evaluate_goals, print_table, report_rows
 from .retrain import bench_retrain
 from .safety import bench_safety
@@ -139,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_step(results, "swap", lambda: bench_swap(cfg, base, tokenizer, root / "swap"))
         if cfg.runs("candidates"):  # before the trainer process exists: serving while it is idle
             run_step(results, "candidates", lambda: bench_candidates(cfg, base, tokenizer, root / "candidates"))
+        if cfg.runs("decode"):  # also while the trainer is idle
+            run_step(results, "decode", lambda: bench_decode(cfg, base, tokenizer, root / "decode"))
         if cfg.runs("safety"):
             run_step(results, "safety", lambda: bench_safety(cfg))
         if cfg.runs("retrain") or cfg.runs("answers"):

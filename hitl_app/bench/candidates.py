@@ -78,7 +78,7 @@ def record_outputs(models: "ModelManager") -> list[tuple[list[int], int]]:
     ``generate`` is shadowed on this one instance to read its output tensor; nothing else changes.
     """
     records: list[tuple[list[int], int]] = []
-    model = models.model
+    model = _generating_model(models)
     original = model.generate
     stops = _stop_ids(models)
 
@@ -89,8 +89,13 @@ def record_outputs(models: "ModelManager") -> list[tuple[list[int], int]]:
         records.append(([_answer_length(row, stops) for row in rows], len(rows[0]) if rows else 0))
         return out
 
-    model.generate = generate  # instance attribute: ModelManager._run calls self.model.generate
+    model.generate = generate  # instance attribute: ModelManager._run calls this model's generate
     return records
+
+
+def _generating_model(models: "ModelManager"):
+    """The model whose ``generate`` writes the answers: the fast path's merged copy if there is one."""
+    return models.fast.model if getattr(models, "fast", None) is not None else models.model
 
 
 def _stop_ids(models: "ModelManager") -> set[int]:
@@ -113,7 +118,7 @@ def forced_length(models: "ModelManager", length: Length, max_new_tokens: int) -
     ``generate`` merges its arguments over the model's generation config, and ``Sampling`` passes
     no ``min_new_tokens``, so setting it on this instance's config suppresses EOS until the end.
     """
-    config = models.model.generation_config
+    config = _generating_model(models).generation_config
     previous = config.min_new_tokens
     if length == "fixed":
         config.min_new_tokens = max_new_tokens

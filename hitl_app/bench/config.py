@@ -12,7 +12,7 @@ DEFAULT_OUT = Path("bench-results/bench.json")
 QUESTION = "What are the warning signs of a stroke, and what should someone do if they notice them?"
 # Benchmark names for --only, in the order they run. Candidates run before the trainer process
 # starts, as they measure serving while the trainer is idle.
-BENCHMARKS: tuple[str, ...] = ("swap", "candidates", "safety", "retrain", "answers")
+BENCHMARKS: tuple[str, ...] = ("swap", "candidates", "decode", "safety", "retrain", "answers")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,9 @@ class BenchConfig:
     candidates_pairs: int = 5  # interleaved (batched, sequential) pairs per length mode, after a warm-up
     candidates_max_new_tokens: int = 64  # sampled answers of the candidates benchmark
     safety_repeats: int = 20  # passes over the evaluation questions timing the safety checks
+    decode_prompts: int = 8  # evaluation questions answered by both decode paths, per repetition
+    decode_reps: int = 3  # interleaved repetitions over them, per serving thread count
+    decode_max_new_tokens: int = 64  # greedy answer length of the decode benchmark
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.only if name not in BENCHMARKS]
@@ -60,6 +63,8 @@ class BenchConfig:
             problems.append(f"candidates_k must be at least 2 to compare batching (got {self.candidates_k})")
         if self.retrain_judgements < 1 or self.candidates_pairs < 1:
             problems.append("retrain_judgements and candidates_pairs must be at least 1")
+        if self.decode_prompts < 1 or self.decode_reps < 1 or self.decode_max_new_tokens < 1:
+            problems.append("decode_prompts, decode_reps and decode_max_new_tokens must be at least 1")
         if problems:
             raise ValueError("invalid benchmark configuration:\n  - " + "\n  - ".join(problems))
 
@@ -95,6 +100,9 @@ class BenchConfig:
                 candidates_pairs=1,
                 candidates_max_new_tokens=12,
                 safety_repeats=2,
+                decode_prompts=2,
+                decode_reps=1,
+                decode_max_new_tokens=16,
             )
         return cfg
 

@@ -16,6 +16,7 @@ GOALS = {
     "candidates_min_speedup": 2.5,  # median tokens/s, K candidates in one call / in K calls
     "safety_max_p95_s": 0.005,  # safety checks per answer
     "safety_max_over_flag_rate": 0.05,  # medication flags on correct reference answers
+    "decode_min_tokens_per_s": 40.0,  # fast path, batch-1 greedy, median at the best thread count
 }
 Row = tuple[str, str, str]  # (figure, value, goal or note)
 
@@ -41,6 +42,9 @@ def evaluate_goals(results: dict[str, Any]) -> dict[str, Any]:
     if "throughput_ratio" in candidates:
         r = candidates["throughput_ratio"]
         goals["candidates_throughput_2.5x_sequential"] = None if r is None else r >= GOALS["candidates_min_speedup"]
+    decode = results.get("decode") or {}
+    if "best_fast_tokens_per_s" in decode:
+        goals["decode_fast_path_40_tokens_per_s"] = decode["best_fast_tokens_per_s"] >= GOALS["decode_min_tokens_per_s"]
     safety = results.get("safety") or {}
     if "per_answer" in safety:
         goals["safety_p95_within_5ms"] = safety["per_answer"]["p95_s"] <= GOALS["safety_max_p95_s"]
@@ -177,12 +181,32 @@ def _candidates_rows(cand: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _decode_rows(decode: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for threads, row in decode["per_threads"].items():
+        rows.append((f"6. decode, batch 1, {threads} threads: tokens/s plain fp32 / fast",
+                     f"{fmt(row['plain_tokens_per_s'], '', 1, 1)} / {fmt(row['fast_tokens_per_s'], '', 1, 1)}",
+                     f"ratio {fmt(row['ratio_fast_over_plain'], ' x', 1, 2)}; n = {len(row['fast_samples'])} answers each"))
+    merges = decode.get("merge_s") or []
+    return rows + [
+        ("   fast path, best thread count", fmt(decode["best_fast_tokens_per_s"], " tok/s", 1, 1),
+         f">= 40 tok/s: {fmt(goals.get('decode_fast_path_40_tokens_per_s'))}; {decode['fast_dtype']}, "
+         f"{decode['max_new_tokens']} new tokens max"),
+        ("   greedy answers identical / shared prefix", f"{fmt(decode['identical_share'], '', 100, 0)} / "
+         f"{fmt(decode['mean_shared_prefix_fraction'], ' %', 100, 0)}", f"{decode['prompts']} evaluation questions"),
+        ("   merge into the copy (version change)", fmt(max(merges) if merges else None, " ms", 1e3, 0),
+         "once per swap, and per compare answer of another version"),
+        ("   other processes' CPU during the runs", fmt(decode.get("foreign_cpu_cores"), " cores", 1, 2), ""),
+    ]
+
+
 # The table's sections, in its order, with the row builder of each benchmark's results.
 _SECTIONS = (
     ("swap", "median_swap_s", _swap_rows),
     ("retrain", "wall_s", _retrain_rows),
     ("answers", "per_threads", _answers_rows),
     ("candidates", "throughput_ratio", _candidates_rows),
+    ("decode", "per_threads", _decode_rows),
     ("safety", "per_answer", _safety_rows),
 )
 

@@ -51,8 +51,10 @@ def app_sampling(settings: Settings) -> Sampling:
 
 
 def build_manager(settings: Settings, base: Path, tokenizer) -> "ModelManager":
-    """A ModelManager built as ``app.create_service`` builds it (serving whatever ACTIVE names)."""
+    """A ModelManager built as ``app.create_service`` builds it (serving whatever ACTIVE names),
+    with the fast path's merged copy when ``settings.serve_dtype`` resolves to one."""
     from ..base_model import LoadOptions, load_base
+    from ..fastpath import resolve_serve_dtype
     from ..models import ModelManager
     from ..trainer import TrainConfig
 
@@ -60,8 +62,9 @@ def build_manager(settings: Settings, base: Path, tokenizer) -> "ModelManager":
     options = LoadOptions(device=settings.resolved_device(), load_in_4bit=settings.load_in_4bit)
     model = load_base(str(base), options)
     lora = TrainConfig.from_settings(settings).lora_config()
+    serve_dtype = resolve_serve_dtype(settings.serve_dtype, options.device, options.load_in_4bit)
     return ModelManager.wrap(
-        model, tokenizer, registry, app_sampling(settings), settings.system_prompt or None, lora
+        model, tokenizer, registry, app_sampling(settings), settings.system_prompt or None, lora, serve_dtype
     )
 
 
