@@ -274,6 +274,7 @@ def test_fast_path_quality_on_the_embedded_model(embedded_base: Path, tmp_path: 
 
     from hitl_app.bench.decode import shared_prefix_fraction
     from hitl_app.evalsets import load_eval_questions
+    from hitl_app.scoring import completion_logprob
 
     sampling = Sampling(do_sample=False, temperature=0, top_p=1, max_new_tokens=32)
     tokenizer = load_tokenizer(embedded_base)
@@ -294,13 +295,9 @@ def test_fast_path_quality_on_the_embedded_model(embedded_base: Path, tmp_path: 
         fast.append(models.generate(q, sampling=sampling))
 
     def mean_logprob(question: str, answer: str) -> float:
-        """Mean per-token log-prob of ``answer``'s tokens after the prompt, under the fp32 PEFT model (base)."""
-        prompt = models.encode(question)["input_ids"]
-        ids = tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        full = torch.cat([prompt, ids], dim=1)
+        """Mean per-token log-prob of ``answer`` as the reply to ``question``, under the fp32 base."""
         with torch.inference_mode(), models.model.disable_adapter():
-            logits = models.model(input_ids=full).logits[0, prompt.shape[1] - 1 : -1].float()
-        return float(torch.log_softmax(logits, -1).gather(1, ids[0][:, None]).mean())
+            return completion_logprob(models.model, tokenizer, models.messages(question), answer)
 
     identical = sum(p.candidates == f.candidates for p, f in zip(plain, fast)) / len(questions)
     prefixes = [

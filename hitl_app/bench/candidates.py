@@ -95,7 +95,7 @@ def record_outputs(models: "ModelManager") -> list[tuple[list[int], int]]:
 
 def _generating_model(models: "ModelManager"):
     """The model whose ``generate`` writes the answers: the fast path's merged copy if there is one."""
-    return models.fast.model if getattr(models, "fast", None) is not None else models.model
+    return models.fast.model if models.fast is not None else models.model
 
 
 def _stop_ids(models: "ModelManager") -> set[int]:
