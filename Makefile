@@ -33,7 +33,7 @@ run: $(STAMP)
 	$(PY) main.py $(ARGS)
 
 test: $(STAMP) $(CHROMIUM)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 test-fast: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest -q -m "not slow" tests

@@ -90,6 +90,8 @@ def create_service(settings: Settings) -> HITLService:
     serve_dtype = resolve_serve_dtype(settings.serve_dtype, options.device, options.load_in_4bit)
     models = ModelManager.wrap(base, tokenizer, registry, sampling, settings.system_prompt or None, lora, serve_dtype)
     models.watch()
+    if settings.compile_decode:
+        models.start_compiled_decoding(rows=(1, settings.candidates))  # single answers and the default candidates
     trainer = TrainerClient(settings, source)
     models.threads_policy = serve_threads_policy(settings, trainer)
     if settings.auto_retrain:

@@ -82,6 +82,12 @@ class Settings(BaseSettings):
         "else float32 from the PEFT model). Training and evaluation stay float32; CUDA and 4-bit are unchanged.",
     )
 
+    compile_decode: bool = Field(
+        True,
+        description="With the bf16 CPU copy, compile single answers' decoding in the background after start-up "
+        "(--no-compile-decode: never; answers then decode uncompiled).",
+    )
+
     # --- storage ---
     feedback_dir: Path = Field(Path("feedback"), description="Where feedback.jsonl lives.")
     checkpoints_dir: Path = Field(Path("checkpoints"), description="Where base/, vNNNN/ and ACTIVE live.")

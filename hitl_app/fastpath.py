@@ -4,7 +4,7 @@ Why (measured on the embedded SmolLM2-135M, batch 1, greedy; see ``hitl_app/benc
 
 - Decoding one token reads every weight once, so its cost is the weight bytes over the speed of
   the matrix-vector kernels, not Python dispatch (``aten::mm`` is ~77 % of a decode step's CPU
-  time; ``generate``'s own per-step work is ~5 %). bf16 halves the bytes (540 MB -> 270 MB).
+  time in fp32; ``generate``'s own per-step work is ~5 %). bf16 halves the bytes (540 MB -> 270 MB).
 - For a single row (batch 1 decoding), torch routes bf16 ``linear`` to oneDNN, which streams
   weights at ~8 GB/s here; ATen's own bf16 GEMV (used when oneDNN is off) reaches ~15 GB/s, and
   fp32 (MKL) ~11 GB/s. With two rows or more oneDNN is as fast or faster, and for prefill
@@ -14,6 +14,9 @@ Why (measured on the embedded SmolLM2-135M, batch 1, greedy; see ``hitl_app/benc
   them. The PEFT model stays the source of truth: hot-swap, compare adapters and ``disable_adapter``
   act on it as before, and the copy is re-merged from it (``LoraLayer.get_delta_weight``) when the
   version to answer with is not the one it holds.
+- Once the weights are bf16 and merged, the matrix-vector products are only about half of a step;
+  most of the rest is per-operator overhead, which compiled decoding (``compiled_decode.py``,
+  ``--compile-decode``) removes for single answers and the default number of candidates.
 
 The copy answers through ``generate`` like the PEFT model, so streamers, stopping criteria and
 batched candidates work unchanged. Training and evaluation keep using the fp32 PEFT model.
@@ -25,11 +28,14 @@ import contextlib
 import copy
 import logging
 import platform
+import threading
 import time
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator, Literal, Sequence
 
 import torch
+
+from .compiled_decode import CompiledDecoder
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +85,39 @@ def resolve_serve_dtype(serve_dtype: ServeDtype, device: str, load_in_4bit: bool
     return torch.bfloat16 if cpu_has_native_bf16() else None
 
 
-@contextlib.contextmanager
-def _single_row_gemv(model: torch.nn.Module) -> Iterator[None]:
-    """Within the block, forwards of ``model`` over one row use ATen's GEMV instead of oneDNN.
+class SingleRowGemv:
+    """Forwards over one row use ATen's GEMV instead of oneDNN, in threads that are serving.
 
-    The switch (``torch.backends.mkldnn.enabled``) is process-wide; it is set per forward by a
-    pre-hook and restored when the block ends. Callers hold the generation lock, so no other
-    generation runs meanwhile; other threads' fp32 matmuls do not use oneDNN either way.
+    The switch (``torch.backends.mkldnn.enabled``) is process-wide. The hook is registered once per
+    model (a compiled model must keep the hooks it was compiled with) and acts only in a thread
+    inside ``serving()``; callers hold the generation lock, so one thread at a time. Other threads
+    (a compile warm-up, fp32 training) leave the switch alone; their fp32 matmuls do not use
+    oneDNN either way.
     """
-    previous = torch.backends.mkldnn.enabled
 
-    def choose(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    def __init__(self) -> None:
+        self._serving = threading.local()
+
+    def attach(self, model: torch.nn.Module) -> None:
+        """Choose the kernel before each forward of ``model``."""
+        model.register_forward_pre_hook(self._choose, with_kwargs=True)
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Within the block, this thread's single-row forwards skip oneDNN; the switch is then restored."""
+        previous = torch.backends.mkldnn.enabled
+        self._serving.previous = previous
+        try:
+            yield
+        finally:
+            self._serving.previous = None
+            torch.backends.mkldnn.enabled = previous
+
+    @torch.compiler.disable  # a global switch: set eagerly, around the compiled graph
+    def _choose(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        previous = getattr(self._serving, "previous", None)
+        if previous is None:
+            return
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is None:
             embeds = kwargs.get("inputs_embeds")
@@ -97,13 +125,6 @@ def _single_row_gemv(model: torch.nn.Module) -> Iterator[None]:
         else:
             rows = int(ids.numel())
         torch.backends.mkldnn.enabled = previous and rows > 1
-
-    handle = model.register_forward_pre_hook(choose, with_kwargs=True)
-    try:
-        yield
-    finally:
-        handle.remove()
-        torch.backends.mkldnn.enabled = previous
 
 
 class MergedServingCopy:
@@ -120,6 +141,9 @@ class MergedServingCopy:
         self.model.requires_grad_(False)
         self.holds: str | None = None  # the version whose weights are merged in now
         self.refresh_s: float | None = None  # how long the last merge took
+        self._gemv = SingleRowGemv()
+        self._gemv.attach(self.model)
+        self.compiled: CompiledDecoder | None = None  # set by compile_decoding()
 
     def prepare(self, peft_model, version: str) -> None:
         """Make the copy hold ``version``: the PEFT model's base weights plus its active LoRA deltas.
@@ -160,10 +184,33 @@ class MergedServingCopy:
         self.refresh_s = time.perf_counter() - started
         log.info("fast path: merged %s into the %s serving copy in %.0f ms", version, self.dtype, self.refresh_s * 1e3)
 
+    def compile_decoding(self, buckets: Sequence[int], rows: Sequence[int] = (1,)) -> CompiledDecoder:
+        """Add compiled decoding (``compiled_decode.py``); start its warm-up with ``start``.
+
+        The compiled twin shares this copy's weights, so merges apply to it too.
+        """
+        self.compiled = CompiledDecoder(self.model, buckets, rows)
+        return self.compiled
+
     def generate(self, **kwargs) -> torch.Tensor:
-        """``generate`` on the copy (same arguments as the PEFT model's), single rows on ATen's GEMV."""
-        with _single_row_gemv(self.model):
+        """``generate`` on the copy (same arguments as the PEFT model's), single rows on ATen's GEMV.
+
+        A call whose compiled shape is ready decodes compiled; others decode uncompiled.
+        """
+        with self._gemv.serving():
+            shape = self.compiled.shape_for(kwargs) if self.compiled is not None else None
+            if shape is not None:
+                return self.compiled.generate(shape, **kwargs)
             return self.model.generate(**kwargs)
+
+    def describe(self) -> dict:
+        """For ``/status``: the copy's dtype, the version it holds, and compiled decoding's state."""
+        return {
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "holds": self.holds,
+            "merge_ms": None if self.refresh_s is None else round(self.refresh_s * 1e3),
+            "compiled": self.compiled.describe() if self.compiled is not None else None,
+        }
 
 
 def _check_adapters(peft_model) -> None:

@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -389,6 +389,32 @@ class ModelManager:
         finally:
             self.model.set_adapter(self._adapter)
             self.model.eval()
+
+    def start_compiled_decoding(self, buckets: Sequence[int] | None = None, rows: Sequence[int] = (1,)) -> bool:
+        """Compile the fast copy's decoding in the background (``compiled_decode.py``).
+
+        The warm-up decodes a real question through the same arguments as an answer, so the
+        compiled graphs fit the answers to come. Returns False (and does nothing) when there is no
+        fast copy to compile, e.g. with ``--serve-dtype float32`` or on CUDA.
+
+        Args:
+            buckets: the static cache lengths to compile, in order (default: from the answer length
+                and the model's context, ``compiled_decode.default_buckets``).
+            rows: the numbers of candidates sampled together to compile for (1: single answers).
+        """
+        if self.fast is None:
+            return False
+        from .compiled_decode import default_buckets
+
+        if buckets is None:
+            buckets = default_buckets(self.sampling.max_new_tokens, self.context_length)
+        if not buckets:
+            log.info("compiled decoding is off: %d-token answers need a longer cache than it keeps", self.sampling.max_new_tokens)
+            return False
+        decoder = self.fast.compile_decoding(buckets, rows)
+        question = "What is the usual adult dose of paracetamol?"
+        decoder.start(self._generate_kwargs(self.encode(question), self.sampling, 1, threading.Event()))
+        return True
 
     def _apply_threads(self) -> None:
         # Called under the lock: torch's thread count is process-wide, and only one answer runs.

@@ -447,6 +447,7 @@ class HITLService:
                 "last_version": trainer.last_version,
             },
             "versions": [BASE_VERSION, *self.registry.versions()],
+            "fast_path": self.models.fast.describe() if self.models.fast is not None else None,
         }
 
     def versions(self) -> list[dict]:

@@ -84,6 +84,21 @@ def _user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def decoding_line(fast: dict | None) -> str:
+    """The status panel's line on how answers are decoded, from ``/status``'s ``fast_path``."""
+    if fast is None:
+        return "**Decoding:** the float32 PEFT model"
+    text = f"**Decoding:** {fast['dtype']} merged copy"
+    compiled = fast["compiled"]
+    if compiled is None:
+        return text + ", uncompiled"
+    if compiled["error"]:
+        return text + f", uncompiled (compiling failed: {compiled['error']})"
+    ready = ", ".join(f"{bucket} tokens x {rows}" for bucket, rows in compiled["ready"])
+    text += f", compiled for {ready} (cache x answers)" if ready else ", uncompiled until compiling is done"
+    return text + (" (compiling {} x {})".format(*compiled["compiling"]) if compiled["compiling"] else "")
+
+
 class _Handlers:
     """UI and API callbacks bound to one service."""
 
@@ -186,6 +201,7 @@ class _Handlers:
             lines.append(f"**Last error:** {t['last_error']}")
         if s["corrupt_lines"]:
             lines.append(f"**Store:** {s['corrupt_lines']} corrupt line(s) skipped (see the log)")
+        lines.append(decoding_line(s["fast_path"]))
         return "\n\n".join(lines), round(100 * t["progress"], 1)
 
     def retrain(self, request: gr.Request, progress=gr.Progress()) -> str:

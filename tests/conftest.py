@@ -109,6 +109,7 @@ def make_settings(tmp_path: Path, tiny_base: Path):
             "max_seq_length": 256,
             "trainer_threads": 1,
             "holdout_fraction": 0.0,
+            "compile_decode": False,  # compiled decoding has its own tests; compiling costs CPU-seconds
         }
         values.update(overrides)
         return Settings(**values)
@@ -166,6 +167,7 @@ def start_app(root: Path, tiny_base: Path, auth: list[str], **overrides):
         max_seq_length=256,
         port=free_port(),
         auth=auth,
+        compile_decode=False,
     )
     settings = Settings(**{**values, **overrides})
     running = launch(settings, create_service(settings), prevent_thread_lock=True)

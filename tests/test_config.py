@@ -114,6 +114,7 @@ def write_json(path: Path, data: object) -> Path:
         ("redteam_prompts", 6),
         ("gate_max_safety_drop", 0.2),
         ("serve_dtype", "auto"),
+        ("compile_decode", True),
     ],
 )
 def test_defaults(field: str, expected: object) -> None:
@@ -150,6 +151,7 @@ FLAG_TABLE = [
     ("system_prompt", ["--system-prompt", "Be brief."], {"HITL_SYSTEM_PROMPT": "Be brief."}, "Be brief."),
     ("serve_threads", ["--serve-threads", "2"], {"HITL_SERVE_THREADS": "2"}, 2),
     ("serve_dtype", ["--serve-dtype", "bfloat16"], {"HITL_SERVE_DTYPE": "bfloat16"}, "bfloat16"),
+    ("compile_decode", ["--no-compile-decode"], {"HITL_COMPILE_DECODE": "false"}, False),
     ("feedback_dir", ["--feedback-dir", "fb"], {"HITL_FEEDBACK_DIR": "fb"}, Path("fb")),
     ("checkpoints_dir", ["--checkpoints-dir", "ck"], {"HITL_CHECKPOINTS_DIR": "ck"}, Path("ck")),
     ("lora_r", ["--lora-r", "8"], {"HITL_LORA_R": "8"}, 8),

@@ -51,7 +51,7 @@ class AppProcess:
             "--checkpoints-dir", str(root / "checkpoints"), "--port", str(self.port), "--device", "cpu",
             "--max-new-tokens", "6", "--temperature", "0", "--candidates", "1", "--holdout-fraction", "0",
             "--lora-r", "4", "--lora-alpha", "8", "--max-seq-length", "256", "--learning-rate", "5e-3",
-            "--no-redact-phi", "--auth", f"{ADMIN[0]}:{ADMIN[1]}:admin",
+            "--no-redact-phi", "--no-compile-decode", "--auth", f"{ADMIN[0]}:{ADMIN[1]}:admin",
             *[arg for user, pw in WRITERS for arg in ("--auth", f"{user}:{pw}")],
             *args,
         ]

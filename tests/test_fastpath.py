@@ -249,21 +249,27 @@ class _Probe(torch.nn.Module):
         return input_ids
 
 
-def test_single_row_forwards_skip_onednn_and_the_flag_is_restored() -> None:
+def test_single_row_forwards_skip_onednn_in_serving_threads_only() -> None:
     probe = _Probe()
+    switch = fastpath.SingleRowGemv()
+    switch.attach(probe)
     before = torch.backends.mkldnn.enabled
-    with fastpath._single_row_gemv(probe):
+    probe(input_ids=torch.zeros(1, 1))  # outside serving(): the switch is left alone
+    with switch.serving():
         probe(input_ids=torch.zeros(1, 1))  # a batch-1 decode step
         probe(input_ids=torch.zeros(1, 12))  # a prefill
         probe(input_ids=torch.zeros(3, 1))  # a decode step of 3 candidates
-    assert probe.seen == [False, before, before]
+        other = threading.Thread(target=lambda: probe(input_ids=torch.zeros(1, 1)))  # e.g. a compile warm-up
+        other.start()
+        other.join()
+    assert probe.seen == [before, False, before, before, before]
     assert torch.backends.mkldnn.enabled == before
 
 
 # ----- the real model -----
 @pytest.mark.slow
 def test_fast_path_quality_on_the_embedded_model(embedded_base: Path, tmp_path: Path) -> None:
-    """bf16 fast path vs plain fp32 generate, greedy, 20 shipped questions, 32 new tokens.
+    """bf16 fast path (compiled) vs plain fp32 generate, greedy, 20 shipped questions, 32 new tokens.
 
     Reports the share of identical answers, the mean shared-prefix fraction (tokens) and the mean
     per-token log-prob, under the fp32 model, of the fast answers minus the plain ones. Plain
@@ -275,6 +281,7 @@ def test_fast_path_quality_on_the_embedded_model(embedded_base: Path, tmp_path: 
     from hitl_app.bench.decode import shared_prefix_fraction
     from hitl_app.evalsets import load_eval_questions
     from hitl_app.scoring import completion_logprob
+    from tests.test_compiled_decode import CompiledCalls
 
     sampling = Sampling(do_sample=False, temperature=0, top_p=1, max_new_tokens=32)
     tokenizer = load_tokenizer(embedded_base)
@@ -283,6 +290,9 @@ def test_fast_path_quality_on_the_embedded_model(embedded_base: Path, tmp_path: 
         load_base(embedded_base, LoadOptions()), tokenizer, Registry(tmp_path / "ck"), sampling, SYSTEM, slot,
         torch.bfloat16,
     )
+    # The fast path as served: compiled decoding, with the cache a 32-token answer gets by default.
+    assert models.start_compiled_decoding((256,)) and models.fast.compiled.wait(timeout_s=900)
+    compiled = CompiledCalls(models.fast.compiled)
     questions = [q.question for q in load_eval_questions()][:20]
     assert len(questions) == 20
     plain: list = []
@@ -293,6 +303,7 @@ def test_fast_path_quality_on_the_embedded_model(embedded_base: Path, tmp_path: 
         plain.append(models.generate(q, sampling=sampling))
         models.fast = copy
         fast.append(models.generate(q, sampling=sampling))
+    assert compiled.calls == len(questions)
 
     def mean_logprob(question: str, answer: str) -> float:
         """Mean per-token log-prob of ``answer`` as the reply to ``question``, under the fp32 base."""

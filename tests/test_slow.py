@@ -40,6 +40,7 @@ def test_edits_on_the_embedded_model_raise_the_logprob_of_the_edited_answers(
         retrain_threshold=len(QUESTIONS),
         holdout_fraction=0.0,
         max_new_tokens=16,
+        compile_decode=False,  # measured in test_fastpath's slow test; compiling here would slow the round
     )
     service = create_service(settings)
     try:

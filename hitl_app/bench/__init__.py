@@ -26,10 +26,11 @@ so that ratios stay meaningful on a noisy machine:
 5. ``safety`` (safety.py): the time the safety checks (input guard, answer checks, redaction) add
    to each answer, p50/p95 over the shipped evaluation questions and reference answers, and the
    over-flag rate (medication flags on those correct answers). Goals: p95 <= 5 ms, <= 5%.
-6. ``decode`` (decode.py): batch-1 greedy answers from the plain fp32 PEFT ``generate`` and from
-   the fast path (``hitl_app.fastpath``: bf16 copy with the LoRA merged in), interleaved, per
-   serving thread count: median tokens/s of each, their ratio, the share of identical greedy
-   answers and the merge time. Goal: the fast path >= 40 tokens/s at its best thread count.
+6. ``decode`` (decode.py): batch-1 greedy answers from the plain fp32 PEFT ``generate``, the bf16
+   merged copy decoding uncompiled (``hitl_app.fastpath``) and the fast path as served (that copy
+   with compiled decoding, ``hitl_app.compiled_decode``), interleaved, per serving thread count:
+   median tokens/s of each, the fast/plain ratio, the share of identical greedy answers, the
+   compile and merge times. Goal: the fast path >= 40 tokens/s at its best thread count.
 
 ``--quick`` runs every benchmark with small counts (a smoke test of a few minutes: the two
 trainer rounds dominate it); ``--only`` runs a subset. Everything runs in a fresh temporary checkpoints/feedback workspace; the only thing

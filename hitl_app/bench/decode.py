@@ -1,12 +1,18 @@
 """Benchmark ``decode``: batch-1 greedy decoding, plain fp32 ``generate`` against the fast path.
 
 One ``ModelManager`` serves a published LoRA version (random, of the app's shape, so the fast
-path really merges a delta). Each answer is timed once with the plain path (the fp32 PEFT
-model's ``generate``) and once with the fast path (``hitl_app.fastpath``: a bf16 merged copy),
-interleaved prompt by prompt and in alternating order, for each serving thread count, so both
-see the same machine load. Figures: median answer tokens per second of each path, their ratio,
-the share of prompts whose greedy answers are identical and the mean shared-prefix fraction,
-the time a merge (version change) takes, and whether the fast path reaches the goal.
+path really merges a delta). Each answer is timed with three paths, interleaved prompt by prompt
+in rotating order, for each serving thread count, so all see the same machine load:
+
+- ``plain``: the fp32 PEFT model's ``generate``;
+- ``merged``: the bf16 merged copy decoding uncompiled (``hitl_app.fastpath``), as served until
+  compiled decoding is ready, and for batched candidates;
+- ``fast``: the same copy with compiled decoding (``hitl_app.compiled_decode``), as served once
+  its warm-up is done; the warm-up (one bucket, the one these answers use) is timed too.
+
+Figures: median answer tokens per second of each path, the fast/plain ratio, the share of prompts
+whose greedy answers are identical to plain's and the mean shared-prefix fraction, the time a
+merge (version change) takes, and whether the fast path reaches the goal.
 """
 
 from __future__ import annotations
@@ -42,9 +48,13 @@ def shared_prefix_fraction(a: list[int], b: list[int]) -> float:
     return n / longest
 
 
-def _answer(models: "ModelManager", prompt: str, sampling: Sampling, fast) -> tuple[float, str]:
-    """One greedy answer with the fast copy switched in (``fast``) or out (None): tokens/s and text."""
-    models.fast = fast
+PATHS = ("plain", "merged", "fast")
+
+
+def _answer(models: "ModelManager", prompt: str, sampling: Sampling, path: str, fast, compiled) -> tuple[float, str]:
+    """One greedy answer on ``path`` (see the module docstring): tokens/s and text."""
+    models.fast = None if path == "plain" else fast
+    fast.compiled = compiled if path == "fast" else None
     answer = models.generate(prompt, sampling=sampling)
     return answer.new_tokens / answer.seconds, answer.candidates[0]
 
@@ -55,6 +65,7 @@ def bench_decode(cfg: BenchConfig, base: Path, tokenizer, root: Path) -> dict[st
 
     import torch
 
+    from ..compiled_decode import default_buckets
     from ..evalsets import load_eval_questions
     from .workspace import build_manager
 
@@ -69,6 +80,14 @@ def bench_decode(cfg: BenchConfig, base: Path, tokenizer, root: Path) -> dict[st
     sampling = Sampling(do_sample=False, temperature=0.0, top_p=1.0, max_new_tokens=cfg.decode_max_new_tokens)
     prompts = [q.question for q in load_eval_questions()][: cfg.decode_prompts]
 
+    # The bucket the app would use first for answers of this length; compiled before timing.
+    bucket = default_buckets(cfg.decode_max_new_tokens, models.context_length)[0]
+    models.start_compiled_decoding((bucket,))
+    if not fast.compiled.wait():
+        raise RuntimeError(f"compiled decoding failed to warm up: {fast.compiled.error}")
+    compiled = fast.compiled
+    compile_s = compiled.compile_s[(bucket, 1)]
+
     # A merge happens whenever the copy must hold another version than the one it holds.
     merges = []
     with torch.inference_mode():
@@ -82,29 +101,32 @@ def bench_decode(cfg: BenchConfig, base: Path, tokenizer, root: Path) -> dict[st
     per_threads: dict[str, Any] = {}
     for threads in cfg.serve_threads:
         with torch_threads(threads):
-            _answer(models, prompts[0], sampling, None)  # warm-up of both paths
-            _answer(models, prompts[0], sampling, fast)
-            speeds: dict[str, list[float]] = {"plain": [], "fast": []}
-            texts: dict[str, list[str]] = {"plain": [], "fast": []}
+            for path in PATHS:  # warm-up of each path at this thread count
+                _answer(models, prompts[0], sampling, path, fast, compiled)
+            speeds: dict[str, list[float]] = {path: [] for path in PATHS}
+            texts: dict[str, list[str]] = {path: [] for path in PATHS}
             for rep in range(cfg.decode_reps):
                 for i, prompt in enumerate(prompts):
-                    order = ("plain", "fast") if (rep + i) % 2 == 0 else ("fast", "plain")
-                    for path in order:
-                        speed, text = _answer(models, prompt, sampling, fast if path == "fast" else None)
+                    turn = (rep + i) % len(PATHS)
+                    for path in PATHS[turn:] + PATHS[:turn]:
+                        speed, text = _answer(models, prompt, sampling, path, fast, compiled)
                         speeds[path].append(speed)
                         if rep == 0:
                             texts[path].append(text)
-            plain_s, fast_s = statistics.median(speeds["plain"]), statistics.median(speeds["fast"])
-            log.info("decode, %d threads: plain %.1f tok/s, fast %.1f tok/s (%.2fx)", threads, plain_s, fast_s, fast_s / plain_s)
+            medians = {path: statistics.median(speeds[path]) for path in PATHS}
+            log.info(
+                "decode, %d threads: plain %.1f tok/s, merged %.1f tok/s, fast (compiled) %.1f tok/s (%.2fx)",
+                threads, medians["plain"], medians["merged"], medians["fast"], medians["fast"] / medians["plain"],
+            )
             per_threads[str(threads)] = {
-                "plain_tokens_per_s": plain_s,
-                "fast_tokens_per_s": fast_s,
-                "ratio_fast_over_plain": ratio(fast_s, plain_s),
-                "plain_samples": speeds["plain"],
-                "fast_samples": speeds["fast"],
+                **{f"{path}_tokens_per_s": medians[path] for path in PATHS},
+                "ratio_fast_over_plain": ratio(medians["fast"], medians["plain"]),
+                "ratio_merged_over_plain": ratio(medians["merged"], medians["plain"]),
+                **{f"{path}_samples": speeds[path] for path in PATHS},
                 "texts": texts,
             }
     models.fast = fast
+    fast.compiled = compiled
     models.close()
     foreign = METER.foreign_cores(since)
 
@@ -121,8 +143,11 @@ def bench_decode(cfg: BenchConfig, base: Path, tokenizer, root: Path) -> dict[st
         "prompts": len(prompts),
         "reps": cfg.decode_reps,
         "max_new_tokens": cfg.decode_max_new_tokens,
+        "compiled_bucket": bucket,
+        "compile_s": compile_s,
         "per_threads": per_threads,
         "best_fast_tokens_per_s": best["fast_tokens_per_s"],
+        "best_merged_tokens_per_s": max(row["merged_tokens_per_s"] for row in per_threads.values()),
         "best_plain_tokens_per_s": max(row["plain_tokens_per_s"] for row in per_threads.values()),
         "identical_share": identical,
         "mean_shared_prefix_fraction": prefix,

@@ -184,9 +184,10 @@ def _candidates_rows(cand: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
 def _decode_rows(decode: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     for threads, row in decode["per_threads"].items():
-        rows.append((f"6. decode, batch 1, {threads} threads: tokens/s plain fp32 / fast",
-                     f"{fmt(row['plain_tokens_per_s'], '', 1, 1)} / {fmt(row['fast_tokens_per_s'], '', 1, 1)}",
-                     f"ratio {fmt(row['ratio_fast_over_plain'], ' x', 1, 2)}; n = {len(row['fast_samples'])} answers each"))
+        rows.append((f"6. decode, batch 1, {threads} threads: tokens/s plain fp32 / merged bf16 / fast",
+                     f"{fmt(row['plain_tokens_per_s'], '', 1, 1)} / {fmt(row.get('merged_tokens_per_s'), '', 1, 1)} / "
+                     f"{fmt(row['fast_tokens_per_s'], '', 1, 1)}",
+                     f"fast/plain {fmt(row['ratio_fast_over_plain'], ' x', 1, 2)}; n = {len(row['fast_samples'])} answers each"))
     merges = decode.get("merge_s") or []
     return rows + [
         ("   fast path, best thread count", fmt(decode["best_fast_tokens_per_s"], " tok/s", 1, 1),
@@ -194,6 +195,8 @@ def _decode_rows(decode: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
          f"{decode['max_new_tokens']} new tokens max"),
         ("   greedy answers identical / shared prefix", f"{fmt(decode['identical_share'], '', 100, 0)} / "
          f"{fmt(decode['mean_shared_prefix_fraction'], ' %', 100, 0)}", f"{decode['prompts']} evaluation questions"),
+        ("   compiling the fast path's cache (background, once)", fmt(decode.get("compile_s"), " s", 1, 1),
+         f"{decode.get('compiled_bucket')}-token cache; Inductor's disk cache makes later starts faster"),
         ("   merge into the copy (version change)", fmt(max(merges) if merges else None, " ms", 1e3, 0),
          "once per swap, and per compare answer of another version"),
         ("   other processes' CPU during the runs", fmt(decode.get("foreign_cpu_cores"), " cores", 1, 2), ""),

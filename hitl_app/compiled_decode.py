@@ -1,0 +1,227 @@
+"""Compiled decoding for the CPU serving copy: ``torch.compile`` over static KV caches.
+
+Why (measured on the embedded SmolLM2-135M in bf16, batch 1, greedy; ``hitl_app/bench/decode.py``):
+once the weights are bf16 and merged (``fastpath.py``), the matrix-vector products are only about
+half of a decode step. The rest is over a thousand small operators and Python calls per token (norms,
+rotary embeddings, cache concatenation, attention for one query). Compiling the decode step fuses
+them into a few generated kernels. A compiled step needs fixed shapes, so each answer decodes into a
+static cache of a fixed length (a *bucket*): the smallest of ``buckets`` that holds the prompt and
+the longest answer. One graph is compiled per bucket and row count (a single answer, and the app's
+default number of candidates sampled together), in a background thread after start-up, so no
+clinician waits for a compile (about 10-60 s per graph on 2 cores the first time; Inductor's
+on-disk cache makes later starts take seconds). Until a shape is ready, and for anything none
+takes (another number of candidates, a prompt longer than the largest bucket), the uncompiled
+copy answers.
+
+The compiled model is a twin of the serving copy that shares its weight tensors (no extra memory),
+so a merge into the copy is a merge into the twin. Its attention is the plain ("eager") one:
+compiled, it becomes fused kernels, while SDPA's CPU flash kernel for one query over a long masked
+static cache costs more than the rest of the step. Decoding goes through ``generate`` with
+transformers' own compiled-forward switch (``CompileConfig``), so streamers, stopping criteria and
+sampling are unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from typing import Sequence
+
+import torch
+
+log = logging.getLogger(__name__)
+
+Shape = tuple[int, int]  # (static cache length, rows decoded together)
+
+# A typical question, with the system prompt and chat template, fits in this many tokens; the
+# first bucket compiled holds it plus the longest answer.
+_TYPICAL_PROMPT_TOKENS = 128
+_LARGEST_BUCKET = 2048
+
+
+def default_buckets(max_new_tokens: int, context_length: int) -> tuple[int, ...]:
+    """Cache lengths to compile, most useful first: powers of two from the one that holds a typical
+    question and ``max_new_tokens`` (at least 256), up to 2048 or the model's context.
+
+    With the default 256-token answers: 512, 1024, 2048. Longer prompts decode uncompiled.
+    """
+    first = 256
+    while first < max_new_tokens + _TYPICAL_PROMPT_TOKENS:
+        first *= 2
+    buckets, size = [], first
+    while size <= min(_LARGEST_BUCKET, context_length):
+        buckets.append(size)
+        size *= 2
+    return tuple(buckets)
+
+
+def weight_sharing_twin(model: torch.nn.Module, attn_implementation: str = "eager") -> torch.nn.Module:
+    """A structural copy of ``model`` whose parameters, buffers and forward hooks are ``model``'s own.
+
+    Writes into ``model``'s weights (merges) are seen by the twin; only the module objects and the
+    config are new, so the twin can use another attention implementation.
+    """
+    shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    for module in model.modules():  # hooks hold their owners' state (e.g. a thread-local): share, not copy
+        for hooks in (module._forward_pre_hooks, module._forward_hooks):
+            shared.update({id(hook): hook for hook in hooks.values()})
+    twin = copy.deepcopy(model, memo=shared)
+    twin.set_attn_implementation(attn_implementation)
+    return twin
+
+
+def _serving_guards(entries: list) -> list[bool]:
+    """Which of dynamo's guards to keep: not those on the twin's modules, nor the global state.
+
+    - Module guards check, at every decode step, that no module attribute changed (some 1.5 ms a
+      step here). The twin's modules never change after it is built: merges write into the
+      weight tensors in place, which does not touch the modules.
+    - The global state guard includes the CPU thread count, which answers change with the
+      trainer's activity; it would recompile (tens of seconds) inside an answer. The kernels
+      read the thread count at run time instead (``cpp.dynamic_threads``). Its other parts
+      (grad mode, default dtype) are the same for every answer: all run in inference mode.
+    Guards on the inputs (token ids, the static cache's shapes) are kept, so each bucket has its
+    own graph.
+    """
+    keep = torch.compiler.skip_guard_on_all_nn_modules_unsafe(entries)
+    return [kept and entry.guard_type != "GLOBAL_STATE" for kept, entry in zip(keep, entries)]
+
+
+class CompiledDecoder:
+    """``generate`` on a weight-sharing twin whose decode steps run compiled, per cache shape.
+
+    A shape is a bucket (the cache length) and a row count: 1 for a single answer, K for K
+    candidates sampled in one call. Each shape has its own static cache and compiled graph.
+
+    Args:
+        model: the serving copy (a plain transformers causal LM on CPU).
+        buckets: static cache lengths, in the order they are compiled.
+        rows: the row counts to compile each bucket for (1, and the app's default candidates).
+    """
+
+    def __init__(self, model: torch.nn.Module, buckets: Sequence[int], rows: Sequence[int] = (1,)) -> None:
+        from transformers import CompileConfig
+
+        if not buckets or any(b < 2 for b in buckets):
+            raise ValueError(f"compiled decoding needs cache lengths of at least 2 tokens (got {list(buckets)})")
+        if not rows or any(r < 1 for r in rows):
+            raise ValueError(f"compiled decoding needs row counts of at least 1 (got {list(rows)})")
+        self.buckets = tuple(buckets)
+        self.rows = tuple(dict.fromkeys(rows))
+        self.twin = weight_sharing_twin(model)  # with the copy's hooks (the GEMV switch)
+        self._config = CompileConfig(
+            fullgraph=False,
+            dynamic=False,
+            mode=None,  # torch.compile takes a mode or options, not both
+            options={"guard_filter_fn": _serving_guards, "cpp.dynamic_threads": True},
+        )
+        # transformers compiles the decode step automatically only on accelerators; this flag of
+        # CompileConfig ("compile on e.g. CPU") is how generate is told to do it here too.
+        self._config._compile_all_devices = True
+        self._caches: dict[Shape, object] = {}
+        self._ready: set[Shape] = set()
+        self._lock = threading.Lock()  # guards _ready, compiling, compile_s and error
+        self.compiling: Shape | None = None
+        self.compile_s: dict[Shape, float] = {}
+        self.error: str | None = None
+        self._thread: threading.Thread | None = None
+
+    # ----- which answers it takes -----
+    @property
+    def ready(self) -> list[Shape]:
+        """The shapes (bucket, rows) compiled so far, in order."""
+        with self._lock:
+            return sorted(self._ready)
+
+    def shape_for(self, kwargs: dict) -> Shape | None:
+        """The ready shape that takes this ``generate`` call, or None for the uncompiled path.
+
+        The rows (prompts x ``num_return_sequences``) must be a compiled row count, and the cache
+        must hold the prompt and ``max_new_tokens`` more; the smallest such cache is used.
+        """
+        ids = kwargs["input_ids"]
+        rows = int(ids.shape[0]) * int(kwargs.get("num_return_sequences") or 1)
+        needed = int(ids.shape[1]) + int(kwargs["max_new_tokens"])
+        fitting = [shape for shape in self.ready if shape[1] == rows and shape[0] >= needed]
+        return min(fitting) if fitting else None
+
+    def generate(self, shape: Shape, **kwargs) -> torch.Tensor:
+        """``generate`` through ``shape``'s static cache and compiled decode step.
+
+        The caller serialises answers (the generation lock): a shape has one cache. Runs in
+        inference mode, as the cache's tensors were made in it.
+        """
+        with torch.inference_mode():
+            cache = self._caches[shape]
+            cache.reset()
+            return self.twin.generate(**kwargs, past_key_values=cache, compile_config=self._config)
+
+    # ----- warm-up -----
+    def start(self, example: dict) -> threading.Thread:
+        """Compile every shape in a daemon thread, in order; each is used as soon as it is ready.
+
+        Args:
+            example: the keyword arguments of a real one-prompt ``generate`` call (the same kinds
+                of inputs, so the compiled graphs' guards hold for real answers); its
+                ``num_return_sequences`` is set to each row count in turn.
+        """
+        if self._thread is not None:
+            raise RuntimeError("compiled decoding was started already")
+        self._thread = threading.Thread(target=self._warm_up, args=(example,), name="compile-decode", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until the warm-up has finished; True if every shape compiled."""
+        if self._thread is None:
+            raise RuntimeError("compiled decoding was not started")
+        self._thread.join(timeout_s)
+        return len(self.ready) == len(self.buckets) * len(self.rows)
+
+    def _warm_up(self, example: dict) -> None:
+        from transformers import StaticCache
+
+        try:
+            kwargs = dict(example)
+            if kwargs["input_ids"].shape[0] != 1:
+                raise ValueError("the warm-up example must be a single prompt")
+            # Two new tokens: the first comes from the (uncompiled) prefill, the second from a
+            # compiled decode step. min_new_tokens keeps an early end-of-turn from skipping it.
+            kwargs.update(max_new_tokens=2, min_new_tokens=2, streamer=None)
+            for bucket in self.buckets:
+                if int(kwargs["input_ids"].shape[1]) + 2 > bucket:
+                    raise ValueError(f"the warm-up prompt does not fit a {bucket}-token cache")
+                for rows in self.rows:
+                    shape = (bucket, rows)
+                    with self._lock:
+                        self.compiling = shape
+                    started = time.perf_counter()
+                    self._caches[shape] = StaticCache(config=self.twin.config, max_cache_len=bucket)
+                    # generate refuses several greedy rows; sampling does not change the forward.
+                    self.generate(shape, **{**kwargs, "num_return_sequences": rows, "do_sample": kwargs["do_sample"] or rows > 1})
+                    seconds = time.perf_counter() - started
+                    with self._lock:
+                        self._ready.add(shape)
+                        self.compile_s[shape] = seconds
+                    log.info("compiled decoding: %d-token cache x %d rows ready in %.1f s", bucket, rows, seconds)
+        except Exception as exc:  # the uncompiled copy keeps answering; the error is shown in /status
+            log.warning("compiled decoding is off: warm-up failed: %s", exc, exc_info=True)
+            with self._lock:
+                self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            with self._lock:
+                self.compiling = None
+
+    def describe(self) -> dict:
+        """For ``/status``: the shapes ([bucket, rows]) asked for, ready and compiling, compile times, any error."""
+        with self._lock:
+            return {
+                "buckets": list(self.buckets),
+                "rows": list(self.rows),
+                "ready": [list(shape) for shape in sorted(self._ready)],
+                "compiling": None if self.compiling is None else list(self.compiling),
+                "compile_s": {f"{b}x{r}": round(s, 1) for (b, r), s in sorted(self.compile_s.items())},
+                "error": self.error,
+            }
