@@ -111,6 +111,13 @@ class CompiledDecoder:
         self.buckets = tuple(buckets)
         self.rows = tuple(dict.fromkeys(rows))
         self.twin = weight_sharing_twin(model)  # with the copy's hooks (the GEMV switch)
+        # Those hooks flip process-wide switches: they run eagerly, around the compiled graph
+        # (wrapped here, not where they are defined, so that serving without compiling never
+        # imports dynamo: over a second of every start-up).
+        for module in self.twin.modules():
+            for hooks in (module._forward_pre_hooks, module._forward_hooks):
+                for key, hook in hooks.items():
+                    hooks[key] = torch.compiler.disable(hook)
         self._config = CompileConfig(
             fullgraph=False,
             dynamic=False,

@@ -89,10 +89,10 @@ class SingleRowGemv:
     """Forwards over one row use ATen's GEMV instead of oneDNN, in threads that are serving.
 
     The switch (``torch.backends.mkldnn.enabled``) is process-wide. The hook is registered once per
-    model (a compiled model must keep the hooks it was compiled with) and acts only in a thread
-    inside ``serving()``; callers hold the generation lock, so one thread at a time. Other threads
-    (a compile warm-up, fp32 training) leave the switch alone; their fp32 matmuls do not use
-    oneDNN either way.
+    model (a compiled model must keep the hooks it was compiled with; its twin runs them eagerly,
+    see ``compiled_decode``) and acts only in a thread inside ``serving()``; callers hold the
+    generation lock, so one thread at a time. Other threads (a compile warm-up, fp32 training)
+    leave the switch alone; their fp32 matmuls do not use oneDNN either way.
     """
 
     def __init__(self) -> None:
@@ -113,7 +113,6 @@ class SingleRowGemv:
             self._serving.previous = None
             torch.backends.mkldnn.enabled = previous
 
-    @torch.compiler.disable  # a global switch: set eagerly, around the compiled graph
     def _choose(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         previous = getattr(self._serving, "previous", None)
         if previous is None:
