@@ -6,9 +6,10 @@ Why (measured on the embedded SmolLM2-135M, batch 1, greedy; see ``hitl_app/benc
   the matrix-vector kernels, not Python dispatch (``aten::mm`` is ~77 % of a decode step's CPU
   time in fp32; ``generate``'s own per-step work is ~5 %). bf16 halves the bytes (540 MB -> 270 MB).
 - For a single row (batch 1 decoding), torch routes bf16 ``linear`` to oneDNN, which streams
-  weights at ~8 GB/s here; ATen's own bf16 GEMV (used when oneDNN is off) reaches ~15 GB/s, and
-  fp32 (MKL) ~11 GB/s. With two rows or more oneDNN is as fast or faster, and for prefill
-  (tens of rows) it is 5-8x faster, so oneDNN is switched off only for single-row forwards.
+  weights at ~8 GB/s here; ATen's own bf16 GEMV (used when oneDNN is off) reaches ~15-20 GB/s,
+  and fp32 (MKL) ~11 GB/s. For two rows (the default two candidates) ATen is still as fast or
+  faster (one GEMV per row); from three rows on oneDNN is faster, and for prefill (tens of rows)
+  5-8x faster, so oneDNN is switched off only for forwards over one or two rows.
 - PEFT's LoRA wrappers add two small matmuls and a few casts to each of 7 x 30 projections per
   token (~20 % of a bf16 step). Merging the served version's LoRA into the copy's weights removes
   them. The PEFT model stays the source of truth: hot-swap, compare adapters and ``disable_adapter``
@@ -85,8 +86,8 @@ def resolve_serve_dtype(serve_dtype: ServeDtype, device: str, load_in_4bit: bool
     return torch.bfloat16 if cpu_has_native_bf16() else None
 
 
-class SingleRowGemv:
-    """Forwards over one row use ATen's GEMV instead of oneDNN, in threads that are serving.
+class FewRowsGemv:
+    """Forwards over one or two rows use ATen's GEMV instead of oneDNN, in threads that are serving.
 
     The switch (``torch.backends.mkldnn.enabled``) is process-wide. The hook is registered once per
     model (a compiled model must keep the hooks it was compiled with; its twin runs them eagerly,
@@ -94,6 +95,8 @@ class SingleRowGemv:
     generation lock, so one thread at a time. Other threads (a compile warm-up, fp32 training)
     leave the switch alone; their fp32 matmuls do not use oneDNN either way.
     """
+
+    aten_max_rows = 2  # forwards over at most this many rows skip oneDNN (measured: see the module)
 
     def __init__(self) -> None:
         self._serving = threading.local()
@@ -104,7 +107,7 @@ class SingleRowGemv:
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[None]:
-        """Within the block, this thread's single-row forwards skip oneDNN; the switch is then restored."""
+        """Within the block, this thread's forwards over few rows skip oneDNN; the switch is then restored."""
         previous = torch.backends.mkldnn.enabled
         self._serving.previous = previous
         try:
@@ -120,10 +123,10 @@ class SingleRowGemv:
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is None:
             embeds = kwargs.get("inputs_embeds")
-            rows = int(embeds.shape[:-1].numel()) if embeds is not None else 2
+            rows = int(embeds.shape[:-1].numel()) if embeds is not None else self.aten_max_rows + 1
         else:
             rows = int(ids.numel())
-        torch.backends.mkldnn.enabled = previous and rows > 1
+        torch.backends.mkldnn.enabled = previous and rows > self.aten_max_rows
 
 
 class MergedServingCopy:
@@ -140,7 +143,7 @@ class MergedServingCopy:
         self.model.requires_grad_(False)
         self.holds: str | None = None  # the version whose weights are merged in now
         self.refresh_s: float | None = None  # how long the last merge took
-        self._gemv = SingleRowGemv()
+        self._gemv = FewRowsGemv()
         self._gemv.attach(self.model)
         self.compiled: CompiledDecoder | None = None  # set by compile_decoding()
 
@@ -192,7 +195,7 @@ class MergedServingCopy:
         return self.compiled
 
     def generate(self, **kwargs) -> torch.Tensor:
-        """``generate`` on the copy (same arguments as the PEFT model's), single rows on ATen's GEMV.
+        """``generate`` on the copy (same arguments as the PEFT model's), one or two rows on ATen's GEMV.
 
         A call whose compiled shape is ready decodes compiled; others decode uncompiled.
         """

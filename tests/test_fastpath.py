@@ -249,20 +249,21 @@ class _Probe(torch.nn.Module):
         return input_ids
 
 
-def test_single_row_forwards_skip_onednn_in_serving_threads_only() -> None:
+def test_forwards_over_one_or_two_rows_skip_onednn_in_serving_threads_only() -> None:
     probe = _Probe()
-    switch = fastpath.SingleRowGemv()
+    switch = fastpath.FewRowsGemv()
     switch.attach(probe)
     before = torch.backends.mkldnn.enabled
     probe(input_ids=torch.zeros(1, 1))  # outside serving(): the switch is left alone
     with switch.serving():
         probe(input_ids=torch.zeros(1, 1))  # a batch-1 decode step
+        probe(input_ids=torch.zeros(2, 1))  # a decode step of 2 candidates
         probe(input_ids=torch.zeros(1, 12))  # a prefill
         probe(input_ids=torch.zeros(3, 1))  # a decode step of 3 candidates
         other = threading.Thread(target=lambda: probe(input_ids=torch.zeros(1, 1)))  # e.g. a compile warm-up
         other.start()
         other.join()
-    assert probe.seen == [before, False, before, before, before]
+    assert probe.seen == [before, False, False, before, before, before]
     assert torch.backends.mkldnn.enabled == before
 
 
