@@ -15,7 +15,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from tests.conftest import REPO, start_app, wait_for
+from tests.conftest import REPO, api_client, start_app, wait_for
 
 ADMIN = ("admin", "admin-pw")
 CLINICIAN = ("drlee", "lee-pw")
@@ -34,7 +34,7 @@ def app(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path):
 
 
 def _client(app, auth=CLINICIAN) -> Client:
-    return Client(app.url, auth=auth, verbose=False)
+    return api_client(app.url, auth)
 
 
 def _store_lines(app) -> int:
@@ -53,7 +53,7 @@ def test_endpoints_refuse_requests_without_login(app, name: str) -> None:
 
 def test_wrong_password_is_refused(app) -> None:
     with pytest.raises(ValueError, match="Could not login"):
-        Client(app.url, auth=(CLINICIAN[0], "wrong"), verbose=False)
+        api_client(app.url, (CLINICIAN[0], "wrong"))
 
 
 def test_named_endpoints_are_exactly_the_documented_ones(app) -> None:

@@ -23,13 +23,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gradio_client import Client
 
 from hitl_app.registry import Registry
 from hitl_app.schema import Feedback, Generation
 from hitl_app.store import FeedbackStore
 from hitl_app.worker import STATUS_FILE
-from tests.conftest import REPO, free_port, wait_for
+from tests.conftest import REPO, api_client, free_port, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +126,7 @@ class Writes:
 def _write_until_killed(url: str, login: tuple[str, str], life: int, writes: Writes, first_ack: threading.Event) -> None:
     """Log in, then ask, edit and reject until the app dies; every write carries a unique marker."""
     try:
-        client = Client(url, auth=login, verbose=False)
+        client = api_client(url, login)
     except Exception:  # the app was killed before this client had logged in: it wrote nothing
         return
     user = login[0]
@@ -194,7 +193,7 @@ def test_r2_sigkill_during_writes_loses_no_acknowledged_record(tmp_path: Path, t
         lives.append(writes)
 
     app.start()  # the twentieth restart, on what the twentieth kill left
-    status = Client(app.url, auth=ADMIN, verbose=False).predict(api_name="/status")
+    status = api_client(app.url, ADMIN).predict(api_name="/status")
     app.kill()
 
     stored, torn = _stored_markers(tmp_path)
@@ -242,13 +241,13 @@ def test_r2_sigkill_during_a_retrain_publishes_nothing_half_written(tmp_path: Pa
     app = AppProcess(tmp_path, tiny_base, "--no-auto-retrain", "--gate", "off")
     processes.append(app)
     app.start()
-    clinician = Client(app.url, auth=WRITERS[0], verbose=False)
+    clinician = api_client(app.url, WRITERS[0])
     for i in range(6):
         gen = clinician.predict(f"What is the first-line treatment for hypertension? ({i})", api_name="/ask")
         clinician.predict(gen["generation_id"], "Start a thiazide or an ACE inhibitor.", api_name="/edit")
 
     # 1. The app dies mid-round: its trainer follows it, and nothing half-written is listed.
-    assert Client(app.url, auth=ADMIN, verbose=False).predict(api_name="/retrain")["queued"]
+    assert api_client(app.url, ADMIN).predict(api_name="/retrain")["queued"]
     wait_for(lambda: _training_past(app, 0.05))
     trainers = app.trainer_pids()
     assert len(trainers) == 1
@@ -259,7 +258,7 @@ def test_r2_sigkill_during_a_retrain_publishes_nothing_half_written(tmp_path: Pa
     app.start()
     assert not list((tmp_path / "checkpoints").glob(".staging-*"))  # cleaned at start-up
     # Logins do not outlive the app process: both log in again.
-    admin, clinician = Client(app.url, auth=ADMIN, verbose=False), Client(app.url, auth=WRITERS[0], verbose=False)
+    admin, clinician = api_client(app.url, ADMIN), api_client(app.url, WRITERS[0])
     status = admin.predict(api_name="/status")
     assert status["versions"] == ["base"] and status["serving_version"] == "base"
     assert status["trainer"]["state"] == "failed" and "interrupted" in status["trainer"]["last_error"]

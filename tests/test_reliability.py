@@ -14,10 +14,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from gradio_client import Client
 
 from hitl_app.schema import Feedback, Generation, Sampling
-from tests.conftest import start_app
+from tests.conftest import api_client, start_app
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ def test_r1_concurrent_clients_lose_and_duplicate_nothing(app) -> None:
 
     def judge(user: str, password: str) -> None:
         try:
-            client = Client(app.url, auth=(user, password), verbose=False)
+            client = api_client(app.url, (user, password))
             start.wait()
             ids = []
             for i in range(JUDGEMENTS):
@@ -132,7 +131,7 @@ def _generation(app, reviewer: str, candidates: int = 1) -> str:
 )
 def test_r4_bad_input_gets_a_specific_error_and_stores_nothing(app, endpoint: str, args: tuple, message: str) -> None:
     user, password = USERS[0]
-    client = Client(app.url, auth=(user, password), verbose=False)
+    client = api_client(app.url, (user, password))
     ids = {"GEN": _generation(app, user), "GEN2": _generation(app, user, candidates=2)}
     before = _lines(app)
     with pytest.raises(Exception, match=message):
@@ -148,7 +147,7 @@ def test_r4_markup_is_stored_as_text_and_anyone_may_judge_anyones_question(app) 
     judgement records who made it."""
     author, judge = USERS[0], USERS[1]
     gen_id = _generation(app, author[0])
-    client = Client(app.url, auth=judge, verbose=False)
+    client = api_client(app.url, judge)
     html = 'Correct dose.<img src=x onerror=alert(1)><script>alert("x")</script>'
     edited = client.predict(gen_id, html, api_name="/edit")
     rejected = client.predict(gen_id, "<b>wrong</b> & dangerous", api_name="/reject")

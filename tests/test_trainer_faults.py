@@ -16,7 +16,7 @@ from gradio_client import Client
 
 from hitl_app.ui import _Handlers
 from hitl_app.worker import FAULT_ENV
-from tests.conftest import start_app, wait_for
+from tests.conftest import api_client, start_app, wait_for
 
 ADMIN = ("admin", "admin-pw")
 CLINICIAN = ("drlee", "lee-pw")
@@ -74,7 +74,7 @@ class Answers:
 
 
 def test_r3_serving_continues_through_trainer_failures(app, monkeypatch: pytest.MonkeyPatch) -> None:
-    clinician, admin = Client(app.url, auth=CLINICIAN, verbose=False), Client(app.url, auth=ADMIN, verbose=False)
+    clinician, admin = api_client(app.url, CLINICIAN), api_client(app.url, ADMIN)
     for i in range(3):
         gen = clinician.predict(f"Signs of a stroke? ({i})", api_name="/ask")
         clinician.predict(gen["generation_id"], "Face drooping, arm weakness, speech difficulty: call 999.", api_name="/edit")
