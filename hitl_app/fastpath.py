@@ -142,6 +142,7 @@ class MergedServingCopy:
         self.model = copy.deepcopy(base_model).to(dtype).eval()
         self.model.requires_grad_(False)
         self.holds: str | None = None  # the version whose weights are merged in now
+        self.refused: dict[str, str] = {}  # versions the copy cannot hold, and why
         self.refresh_s: float | None = None  # how long the last merge took
         self._gemv = FewRowsGemv()
         self._gemv.attach(self.model)
@@ -152,7 +153,8 @@ class MergedServingCopy:
 
         Call it with the PEFT model set up as it would answer ``version`` (the adapter active, or
         disabled for the base), under the generation lock. Published versions never change, so a
-        copy that already holds ``version`` is left as it is.
+        copy that already holds ``version`` is left as it is, and a version it could not hold is
+        refused at once, with one warning in the log when it is first refused.
 
         Raises:
             FastPathUnsupported: an active adapter uses a LoRA variant (DoRA...), a LoRA bias or ``modules_to_save``,
@@ -160,10 +162,24 @@ class MergedServingCopy:
         """
         if self.holds == version:
             return
-        from peft.tuners.lora import LoraLayer
-
+        if version in self.refused:
+            raise FastPathUnsupported(self.refused[version])
         started = time.perf_counter()
         self.holds = None  # until the merge has completed
+        try:
+            self._merge(peft_model)
+        except FastPathUnsupported as exc:
+            self.refused[version] = str(exc)
+            log.warning("fast path: %s is answered on the PEFT model instead: %s", version, exc)
+            raise
+        self.holds = version
+        self.refresh_s = time.perf_counter() - started
+        log.info("fast path: merged %s into the %s serving copy in %.0f ms", version, self.dtype, self.refresh_s * 1e3)
+
+    def _merge(self, peft_model) -> None:
+        # Base weights plus every active adapter's delta, into the copy's weights, layer by layer.
+        from peft.tuners.lora import LoraLayer
+
         targets = dict(self.model.named_modules())
         _check_adapters(peft_model)
         with torch.no_grad():
@@ -182,9 +198,6 @@ class MergedServingCopy:
                         raise FastPathUnsupported(f"{name}: LoRA delta {tuple(delta.shape)} != weight {tuple(weight.shape)}")
                     weight = weight + delta.float()
                 targets[name].weight.copy_(weight)
-        self.holds = version
-        self.refresh_s = time.perf_counter() - started
-        log.info("fast path: merged %s into the %s serving copy in %.0f ms", version, self.dtype, self.refresh_s * 1e3)
 
     def compile_decoding(self, buckets: Sequence[int], rows: Sequence[int] = (1,)) -> CompiledDecoder:
         """Add compiled decoding (``compiled_decode.py``); start its warm-up with ``start``.
@@ -211,6 +224,7 @@ class MergedServingCopy:
             "dtype": str(self.dtype).removeprefix("torch."),
             "holds": self.holds,
             "merge_ms": None if self.refresh_s is None else round(self.refresh_s * 1e3),
+            "refused": dict(self.refused),
             "compiled": self.compiled.describe() if self.compiled is not None else None,
         }
 

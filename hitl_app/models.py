@@ -350,16 +350,19 @@ class ModelManager:
 
     def _generate(self, version: str, kwargs: dict) -> torch.Tensor:
         # Called under the lock with ``version``'s weights active in the PEFT model.
-        if self.fast is not None:
-            from .fastpath import FastPathUnsupported
-
-            try:
-                self.fast.prepare(self.model, version)
-            except FastPathUnsupported as exc:
-                log.warning("answering %s without the fast path: %s", version, exc)
-            else:
-                return self.fast.generate(**kwargs)
+        if self.fast is not None and self._fast_holds(version):
+            return self.fast.generate(**kwargs)
         return self.model.generate(**kwargs)
+
+    def _fast_holds(self, version: str) -> bool:
+        # Whether the fast copy now holds ``version``; ``prepare`` logs why it cannot, once per version.
+        from .fastpath import FastPathUnsupported
+
+        try:
+            self.fast.prepare(self.model, version)
+        except FastPathUnsupported:
+            return False
+        return True
 
     @contextlib.contextmanager
     def _adapter_for(self, version: str) -> Iterator[None]:

@@ -208,16 +208,30 @@ def test_answers_are_tagged_with_the_version_whose_weights_wrote_them(manager: M
         assert answer.candidates[0] == expected[answer.version]
 
 
-def test_unsupported_adapter_falls_back_to_the_peft_model(manager: ModelManager, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unsupported_adapter_falls_back_to_the_peft_model(
+    manager: ModelManager, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     manager.activate("v0001")
+    checks = []
 
-    def refuse(peft_model, version):
-        raise fastpath.FastPathUnsupported("test")
+    def refuse(peft_model) -> None:
+        checks.append(peft_model)
+        raise fastpath.FastPathUnsupported("adapter default trains modules_to_save")
 
-    monkeypatch.setattr(manager.fast, "prepare", refuse)
+    monkeypatch.setattr(fastpath, "_check_adapters", refuse)
+    monkeypatch.setattr(manager.fast, "refused", {})
+    monkeypatch.setattr(manager.fast, "holds", None)
     counter = CallCounter(manager.fast)
-    assert answers(manager, fast=True, prompts=PROMPTS[:3]) == answers(manager, fast=False, prompts=PROMPTS[:3])
+    with caplog.at_level("WARNING", logger="hitl_app.fastpath"):
+        assert answers(manager, fast=True, prompts=PROMPTS[:3]) == answers(manager, fast=False, prompts=PROMPTS[:3])
     assert counter.calls == 0
+    # Refused once: later answers neither retry the merge nor warn again, and /status says why.
+    assert len(checks) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "fast path: v0001 is answered on the PEFT model instead: adapter default trains modules_to_save"
+    ]
+    assert manager.fast.describe()["refused"] == {"v0001": "adapter default trains modules_to_save"}
+    assert manager.fast.holds is None
 
 
 # ----- bf16 and the kernel choice -----
