@@ -129,19 +129,20 @@ class _Handlers:
             gr.update(choices=[str(i + 1) for i in range(k)], value="1", visible=ranked),
             "",
             gr.update(value=False, visible=ranked),
+            gr.update(visible=ranked),  # "Save ranking": a single answer has nothing to rank
             "",
         )
-        keep = [gr.skip()] * (MAX_CANDIDATES + 5)
+        keep = [gr.skip()] * (MAX_CANDIDATES + 6)
         for texts, version, generation in self.service.ask_stream(prompt, caller, k):
             boxes = [gr.update(value=t, label=_candidate_label(i, version)) for i, t in enumerate(texts)]
             boxes += [gr.skip()] * (MAX_CANDIDATES - len(texts))
             if generation is None:
-                yield *boxes, *keep[:MAX_CANDIDATES], _badge(version), *keep[:5]
+                yield *boxes, *keep[:MAX_CANDIDATES], _badge(version), *keep[:6]
             else:
                 state = {"id": generation.id, "version": generation.version, "candidates": generation.candidates}
                 yield (
                     *boxes, *keep[:MAX_CANDIDATES], _badge(version), state, gr.skip(), generation.candidates[0],
-                    gr.skip(), flags_markdown(generation),
+                    gr.skip(), gr.skip(), flags_markdown(generation),
                 )
 
     def choose(self, state: dict | None, choice: str | None) -> str:
@@ -384,7 +385,9 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
                         all_bad = gr.Checkbox(
                             label="All unacceptable", visible=service.settings.candidates > 1, elem_id="all-bad"
                         )
-                        rank_btn = gr.Button("Save ranking", elem_id="save-ranking")
+                        rank_btn = gr.Button(
+                            "Save ranking", visible=service.settings.candidates > 1, elem_id="save-ranking"
+                        )
                     chooser = gr.Radio(
                         label="Candidate to accept, edit or reject",
                         choices=[str(i + 1) for i in range(service.settings.candidates)],
@@ -446,7 +449,7 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
 
         private = {"api_visibility": "private"}
         ask_event = {"concurrency_id": MODEL_QUEUE, "concurrency_limit": 1, **private}
-        asked = [*boxes, *ranks, badge, current, chooser, edit_box, all_bad, flags_md]
+        asked = [*boxes, *ranks, badge, current, chooser, edit_box, all_bad, rank_btn, flags_md]
         ask_btn.click(_user_errors(h.ask_stream), [question, how_many], asked, **ask_event)
         question.submit(_user_errors(h.ask_stream), [question, how_many], asked, **ask_event)
         chooser.change(h.choose, [current, chooser], edit_box, **private)
