@@ -336,7 +336,9 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
     """
     h = _Handlers(service, roles or {})
     ch = CompareHandlers(service, h.caller)
-    with gr.Blocks(title="Clinician feedback loop") as demo:
+    # Gradio's usage analytics would report each start and the app's layout to a third-party
+    # server; a clinical tool sends nothing out that its admins did not ask for.
+    with gr.Blocks(title="Clinician feedback loop", analytics_enabled=False) as demo:
         gr.Markdown(
             "# Clinician feedback loop\nAsk a medical question, then rank the candidate answers, "
             "or accept, edit or reject one of them."

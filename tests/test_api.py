@@ -51,6 +51,10 @@ def test_endpoints_refuse_requests_without_login(app, name: str) -> None:
     assert httpx.get(f"{base}/gradio_api/info").status_code == 401
 
 
+def test_the_app_sends_no_usage_analytics(app) -> None:
+    assert app.demo.analytics_enabled is False
+
+
 def test_wrong_password_is_refused(app) -> None:
     with pytest.raises(ValueError, match="Could not login"):
         api_client(app.url, (CLINICIAN[0], "wrong"))
