@@ -236,3 +236,26 @@ def test_the_status_panel_says_how_answers_are_decoded(fast: dict | None, expect
     from hitl_app.ui import decoding_line
 
     assert decoding_line(fast) == expected
+
+
+def test_the_candidates_benchmark_records_which_path_decoded_each_answer(compiled: ModelManager) -> None:
+    from hitl_app.bench.candidates import _shadow_generate, _stop_ids, forced_length, record_outputs
+
+    copy, twin = compiled.fast.model, compiled.fast.compiled.twin
+    before = copy.generation_config.min_new_tokens, twin.generation_config.min_new_tokens
+    records: list = []
+    try:
+        # The merged copy shadowed before compiling: the twin, deep-copied from it, carries that wrapper.
+        _shadow_generate(copy, "uncompiled", records, _stop_ids(compiled))
+        twin.generate = copy.generate
+        record_outputs(compiled, records)
+        sampled = SAMPLED.model_copy(update={"max_new_tokens": 6})
+        with forced_length(compiled, "fixed", 6):
+            compiled.generate(PROMPTS[0], k=ROWS, sampling=sampled)  # a compiled shape
+            compiled.generate(PROMPTS[0], k=2, sampling=sampled)  # two rows: not compiled here
+        assert [(decoding, len(lengths)) for lengths, _, decoding in records] == [("compiled", ROWS), ("uncompiled", 2)]
+        assert all(n == 6 for lengths, _, _ in records for n in lengths)  # forced on both models
+        assert (copy.generation_config.min_new_tokens, twin.generation_config.min_new_tokens) == before
+    finally:
+        vars(copy).pop("generate", None)
+        vars(twin).pop("generate", None)

@@ -13,6 +13,11 @@ against ``Answer.new_tokens``. After a warm-up, batched and sequential runs alte
 (ABBA order), all in one run, with all cores as torch threads (what the app serves with while
 the trainer is idle).
 
+Where the app serves from the fast path (the bf16 merged copy), the pairs run twice: first
+uncompiled, as answers decode until compiled decoding is ready, then with compiled decoding for
+single answers and for K rows, as the app serves with ``--candidates K`` once it is ready. The
+headline figures are the compiled ones, the way the app serves; ``uncompiled`` keeps the others.
+
 Sampled candidates have different lengths, and a batch keeps stepping until its longest one ends,
 so part of its work is padding: each mode reports ``padding_share``, the share of computed token
 slots that are not answer tokens. The same pairs are also run at fixed length, every candidate
@@ -44,6 +49,7 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["batched", "sequential"]
 Length = Literal["natural", "fixed"]
+Decoding = Literal["uncompiled", "compiled"]
 
 
 @dataclass
@@ -57,6 +63,7 @@ class CandidateRun:
     candidate_tokens: list[int]  # answer tokens of each candidate (up to its first EOS)
     decode_steps: list[int]  # generate steps of each call: a batch runs as long as its longest candidate
     reported_tokens: int  # what Answer.new_tokens said, summed over the calls
+    decoding: Decoding = "uncompiled"  # how every call of the run decoded (checked from the outputs)
     new_tokens: int = 0
     tokens_per_s: float = 0.0
     padding_share: float = 0.0  # computed token slots that are not answer tokens (EOS, padding)
@@ -71,31 +78,48 @@ class CandidateRun:
         self.padding_share = 1.0 - self.new_tokens / slots if slots else 0.0
 
 
-def record_outputs(models: "ModelManager") -> list[tuple[list[int], int]]:
-    """Record, for every ``generate`` of ``models``' model, each row's answer tokens and the steps run.
+Record = tuple[list[int], int, Decoding]  # each row's answer tokens, the steps run, how it decoded
 
-    ``ModelManager.generate`` reports only the total of its candidates' tokens, so the model's
+
+def record_outputs(models: "ModelManager", records: list[Record] | None = None) -> list[Record]:
+    """Record, for every ``generate`` of ``models``' models, each row's answer tokens and the steps run.
+
+    ``ModelManager.generate`` reports only the total of its candidates' tokens, so each model's
     ``generate`` is shadowed on this one instance to read its output tensor; nothing else changes.
+    Call it again with the same ``records`` once compiled decoding exists, to add its model.
     """
-    records: list[tuple[list[int], int]] = []
-    model = _generating_model(models)
-    original = model.generate
+    records = [] if records is None else records
     stops = _stop_ids(models)
+    for model, decoding in _generating_models(models):
+        if getattr(vars(model).get("generate"), "shadows", None) is not model:
+            _shadow_generate(model, decoding, records, stops)
+    return records
+
+
+def _shadow_generate(model, decoding: Decoding, records: list[Record], stops: set[int]) -> None:
+    # The class's method: the compiled twin, a deep copy of the merged copy, carries the copy's wrapper.
+    original = type(model).generate.__get__(model)
 
     def generate(*args, **kwargs):
         out = original(*args, **kwargs)
         prompt_len = kwargs["input_ids"].shape[1]
         rows = out[:, prompt_len:].tolist()  # (K, steps)
-        records.append(([_answer_length(row, stops) for row in rows], len(rows[0]) if rows else 0))
+        records.append(([_answer_length(row, stops) for row in rows], len(rows[0]) if rows else 0, decoding))
         return out
 
-    model.generate = generate  # instance attribute: ModelManager._run calls this model's generate
-    return records
+    generate.shadows = model
+    model.generate = generate  # instance attribute: the serving path calls this model's generate
 
 
-def _generating_model(models: "ModelManager"):
-    """The model whose ``generate`` writes the answers: the fast path's merged copy if there is one."""
-    return models.fast.model if models.fast is not None else models.model
+def _generating_models(models: "ModelManager") -> list[tuple[Any, Decoding]]:
+    """The models whose ``generate`` writes answers: the fast path's merged copy if there is one
+    (and its compiled twin once compiled decoding exists), else the PEFT model."""
+    if models.fast is None:
+        return [(models.model, "uncompiled")]
+    found: list[tuple[Any, Decoding]] = [(models.fast.model, "uncompiled")]
+    if models.fast.compiled is not None:
+        found.append((models.fast.compiled.twin, "compiled"))
+    return found
 
 
 def _stop_ids(models: "ModelManager") -> set[int]:
@@ -118,14 +142,16 @@ def forced_length(models: "ModelManager", length: Length, max_new_tokens: int) -
     ``generate`` merges its arguments over the model's generation config, and ``Sampling`` passes
     no ``min_new_tokens``, so setting it on this instance's config suppresses EOS until the end.
     """
-    config = _generating_model(models).generation_config
-    previous = config.min_new_tokens
+    configs = [model.generation_config for model, _ in _generating_models(models)]
+    previous = [config.min_new_tokens for config in configs]
     if length == "fixed":
-        config.min_new_tokens = max_new_tokens
+        for config in configs:
+            config.min_new_tokens = max_new_tokens
     try:
         yield
     finally:
-        config.min_new_tokens = previous
+        for config, value in zip(configs, previous):
+            config.min_new_tokens = value
 
 
 def _run(
@@ -143,19 +169,23 @@ def _run(
         answers = [models.generate(QUESTION, k=k if mode == "batched" else 1, sampling=sampling) for _ in range(calls)]
         seconds = time.perf_counter() - started
     mine = outputs[seen:]
+    decodings = {decoding for _, _, decoding in mine}
+    if len(decodings) != 1:
+        raise RuntimeError(f"candidates {mode} {length} (pair {pair}): calls decoded {sorted(decodings)}")
     run = CandidateRun(
         mode=mode,
         length=length,
         pair=pair,
         seconds=seconds,
-        candidate_tokens=[n for lengths, _ in mine for n in lengths],
-        decode_steps=[steps for _, steps in mine],
+        candidate_tokens=[n for lengths, _, _ in mine for n in lengths],
+        decode_steps=[steps for _, steps, _ in mine],
         reported_tokens=sum(a.new_tokens for a in answers),
+        decoding=decodings.pop(),
         foreign_cpu_cores=METER.foreign_cores(since),
     )
     log.info(
-        "candidates %s %s (pair %d): %.2f s, %d tokens %s, %.1f tokens/s, padding %.0f%%, other processes %s cores",
-        mode, length, pair, seconds, run.new_tokens, run.candidate_tokens, run.tokens_per_s,
+        "candidates %s %s %s (pair %d): %.2f s, %d tokens %s, %.1f tokens/s, padding %.0f%%, other processes %s cores",
+        run.decoding, mode, length, pair, seconds, run.new_tokens, run.candidate_tokens, run.tokens_per_s,
         run.padding_share * 100, fmt(run.foreign_cpu_cores, digits=2),
     )
     return run
@@ -196,6 +226,49 @@ def _length_figures(runs: list[CandidateRun]) -> dict[str, Any]:
     }
 
 
+def _pairs(
+    models: "ModelManager", outputs: list[Record], sampling: Sampling, k: int, cfg: BenchConfig, seed: int
+) -> list[CandidateRun]:
+    """A warm-up of each batch shape, then ``cfg.candidates_pairs`` interleaved pairs per length mode."""
+    # The first call of each batch shape is slower (allocations, kernel selection).
+    for width in (k, 1):
+        models.generate(QUESTION, k=width, sampling=sampling)
+    runs = []
+    for pair in range(cfg.candidates_pairs):
+        order: tuple[Mode, ...] = ("batched", "sequential") if pair % 2 == 0 else ("sequential", "batched")
+        for length in ("natural", "fixed"):
+            for mode in order:
+                runs.append(_run(models, outputs, sampling, k, mode, length, pair, seed + 1 + pair))
+    return runs
+
+
+def _compile(models: "ModelManager", sampling: Sampling, k: int) -> dict[str, Any]:
+    """Compile decoding for single answers and K rows, in the bucket these answers use; wait for it."""
+    from ..compiled_decode import default_buckets
+
+    bucket = default_buckets(sampling.max_new_tokens, models.context_length)[0]
+    models.start_compiled_decoding((bucket,), rows=(1, k))
+    compiled = models.fast.compiled
+    if not compiled.wait():
+        raise RuntimeError(f"compiled decoding failed to warm up: {compiled.error}")
+    return {"bucket": bucket, "compile_s": {f"{rows} rows": compiled.compile_s[(bucket, rows)] for rows in (1, k)}}
+
+
+def _figures(runs: list[CandidateRun], sampling: Sampling) -> dict[str, Any]:
+    """Batched vs sequential at natural and at fixed length, for one way of decoding."""
+    natural = _length_figures([r for r in runs if r.length == "natural"])
+    fixed = _length_figures([r for r in runs if r.length == "fixed"])
+    fixed_ok = all(n == sampling.max_new_tokens for r in runs if r.length == "fixed" for n in r.candidate_tokens)
+    if not fixed_ok:
+        log.warning("candidates: min_new_tokens did not force every fixed-length candidate to %d tokens", sampling.max_new_tokens)
+    return {
+        "natural": natural,
+        "fixed_length": {**fixed, "forced_every_candidate": fixed_ok},
+        "throughput_ratio": natural["throughput_ratio_batched_over_sequential"],
+        "median_wall_ratio": natural["median_wall_ratio_sequential_over_batched"],
+    }
+
+
 def bench_candidates(cfg: BenchConfig, base: Path, tokenizer, root: Path) -> dict[str, Any]:
     """Benchmark ``candidates`` (see the module docstring), in its own workspace under ``root``."""
     settings = make_settings(root, base, cfg)
@@ -205,25 +278,19 @@ def bench_candidates(cfg: BenchConfig, base: Path, tokenizer, root: Path) -> dic
     # token; B = 0 keeps the answers (and so their natural lengths) the base model's.
     publish_random_adapters(settings, base, count=1, b_std=0.0)
     threads = os.cpu_count() or 1
-    runs: list[CandidateRun] = []
+    compiling: dict[str, Any] | None = None
     with serving(settings, base, tokenizer, watch=False) as models, torch_threads(threads):
         outputs = record_outputs(models)
         log.info("candidates: K = %d, %d threads, serving %s, sampling %s", k, threads, models.version, sampling)
-        # Warm-up: the first call of each batch shape is slower (allocations, kernel selection).
-        for width in (k, 1):
-            models.generate(QUESTION, k=width, sampling=sampling)
-        for pair in range(cfg.candidates_pairs):
-            order: tuple[Mode, ...] = ("batched", "sequential") if pair % 2 == 0 else ("sequential", "batched")
-            for length in ("natural", "fixed"):
-                for mode in order:
-                    runs.append(_run(models, outputs, sampling, k, mode, length, pair, settings.seed + 1 + pair))
+        runs = _pairs(models, outputs, sampling, k, cfg, settings.seed)
+        if models.fast is not None and settings.compile_decode:
+            compiling = _compile(models, sampling, k)
+            record_outputs(models, outputs)
+            runs += _pairs(models, outputs, sampling, k, cfg, settings.seed)
         served = models.version
 
-    natural = _length_figures([r for r in runs if r.length == "natural"])
-    fixed = _length_figures([r for r in runs if r.length == "fixed"])
-    fixed_ok = all(n == sampling.max_new_tokens for r in runs if r.length == "fixed" for n in r.candidate_tokens)
-    if not fixed_ok:
-        log.warning("candidates: min_new_tokens did not force every fixed-length candidate to %d tokens", sampling.max_new_tokens)
+    uncompiled = _figures([r for r in runs if r.decoding == "uncompiled"], sampling)
+    compiled = _figures([r for r in runs if r.decoding == "compiled"], sampling) if compiling else None
     counts_ok = all(r.new_tokens == r.reported_tokens for r in runs)
     if not counts_ok:
         log.warning("candidates: answer tokens read from the outputs differ from Answer.new_tokens")
@@ -236,10 +303,10 @@ def bench_candidates(cfg: BenchConfig, base: Path, tokenizer, root: Path) -> dic
         "cpu_count": os.cpu_count(),
         "pairs": cfg.candidates_pairs,
         "version": served,
-        "natural": natural,
-        "fixed_length": {**fixed, "forced_every_candidate": fixed_ok},
-        "throughput_ratio": natural["throughput_ratio_batched_over_sequential"],
-        "median_wall_ratio": natural["median_wall_ratio_sequential_over_batched"],
+        "decoding": "compiled" if compiled else "uncompiled",  # of the headline figures, as the app serves
+        **(compiled or uncompiled),
+        "uncompiled": uncompiled if compiled else None,
+        "compiling": compiling,
         "token_counts_match_answer": counts_ok,
         "foreign_cpu_cores": mean_or_none([r.foreign_cpu_cores for r in runs]),
         "samples": [asdict(r) for r in runs],

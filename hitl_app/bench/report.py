@@ -165,8 +165,9 @@ def _candidates_rows(cand: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
 
     natural, fixed = cand["natural"], cand["fixed_length"]
     k = cand["k"]
-    return [
-        (f"4. candidates, K = {k}: tokens/s one call / {k} calls", per_mode(natural, "tokens_per_s"),
+    decoding = cand.get("decoding", "uncompiled")
+    rows: list[Row] = [
+        (f"4. candidates, K = {k}, {decoding}: tokens/s one call / {k} calls", per_mode(natural, "tokens_per_s"),
          f"n = {cand['pairs']} pairs, {cand['torch_threads']} threads, {cand['max_new_tokens']} new tokens max"),
         ("   throughput ratio batched / sequential", fmt(cand["throughput_ratio"], " x", 1, 2),
          f">= 2.5x: {fmt(goals.get('candidates_throughput_2.5x_sequential'))}"),
@@ -179,6 +180,12 @@ def _candidates_rows(cand: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
          f"forced: {fmt(fixed.get('forced_every_candidate'))}"),
         ("   other processes' CPU during the runs", fmt(cand.get("foreign_cpu_cores"), " cores", 1, 2), ""),
     ]
+    uncompiled = cand.get("uncompiled")
+    if uncompiled:
+        compile_s = ", ".join(f"{shape} {fmt(s, ' s', 1, 1)}" for shape, s in cand["compiling"]["compile_s"].items())
+        rows.append(("   uncompiled (until compiling is done): tokens/s", per_mode(uncompiled["natural"], "tokens_per_s"),
+                     f"ratio {fmt(uncompiled['throughput_ratio'], ' x', 1, 2)}; compiling {compile_s}"))
+    return rows
 
 
 def _decode_rows(decode: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
