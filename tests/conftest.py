@@ -147,7 +147,7 @@ def api_client(url: str, login: tuple[str, str]):
     """A logged-in ``gradio_client.Client`` for an app the tests serve over plain HTTP on loopback.
 
     ``ssl_verify=False`` only stops httpx loading the CA bundle for every request (about 20 ms of
-    CPU each, a third of the load tests' client time): nothing here speaks TLS.
+    CPU each, some 30% of the load test's CPU samples): nothing here speaks TLS.
     """
     from gradio_client import Client
 

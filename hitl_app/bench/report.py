@@ -165,9 +165,8 @@ def _candidates_rows(cand: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
 
     natural, fixed = cand["natural"], cand["fixed_length"]
     k = cand["k"]
-    decoding = cand.get("decoding", "uncompiled")
     rows: list[Row] = [
-        (f"4. candidates, K = {k}, {decoding}: tokens/s one call / {k} calls", per_mode(natural, "tokens_per_s"),
+        (f"4. candidates, K = {k}, {cand['decoding']}: tokens/s one call / {k} calls", per_mode(natural, "tokens_per_s"),
          f"n = {cand['pairs']} pairs, {cand['torch_threads']} threads, {cand['max_new_tokens']} new tokens max"),
         ("   throughput ratio batched / sequential", fmt(cand["throughput_ratio"], " x", 1, 2),
          f">= 2.5x: {fmt(goals.get('candidates_throughput_2.5x_sequential'))}"),
