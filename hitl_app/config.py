@@ -99,9 +99,20 @@ class Settings(BaseSettings):
     lora_target_modules: list[str] = Field(
         default_factory=lambda: list(LORA_TARGETS), description="Modules that get LoRA adapters."
     )
-    learning_rate: float = Field(1e-4, description="Learning rate of each round.")
-    num_epochs: float = Field(1.0, description="Epochs over each round's rows.")
-    train_batch_size: int = Field(4, description="Rows per optimisation step.")
+    learning_rate: float = Field(5e-4, description="Learning rate of each round (constant).")
+    num_epochs: float = Field(
+        3.0, description="SFT epochs over each round's new rows (rows replayed from earlier rounds are seen once)."
+    )
+    preference_epochs: float = Field(1.0, description="Epochs of the preference stage (DPO/KTO) over its rows.")
+    preference_learning_rate: float = Field(
+        5e-5, description="Learning rate of the preference stage (constant); lower than SFT's, as DPO over-optimises."
+    )
+    sft_loss_floor: float = Field(
+        1.0,
+        description="SFT stops once its mean training loss over the last pass of distinct rows is at most this "
+        "(nats per token; 0: never stops early): below it the model learns the rows by heart.",
+    )
+    train_batch_size: int = Field(1, description="Rows per optimisation step.")
     max_seq_length: int = Field(1024, description="Longest training row, in tokens.")
     train_method: Literal["auto", "sft", "dpo", "kto"] = Field(
         "auto",
@@ -126,11 +137,24 @@ class Settings(BaseSettings):
         0.10, description="Gate: probe-set perplexity may rise at most this fraction above the serving version's."
     )
     gate_kl_budget: float = Field(
-        0.25, description="Gate: largest KL(new || base) allowed, in nats per token on probe prompts."
+        0.25,
+        description="Gate: largest KL(new || base), in nats per token on probe prompts, for a change that held-out "
+        "clinician data does not support (one it supports may move further; KL is always reported).",
     )
     gate_max_logprob_drop: float = Field(
         0.25,
         description="Gate: held-out edited answers (else the shipped references) may lose at most this log-prob per token.",
+    )
+    gate_max_loop_rise: float = Field(
+        0.1, description="Gate: the share of sampled answers caught in a repeated loop may rise at most this much."
+    )
+    gate_max_unfinished_rise: float = Field(
+        0.25, description="Gate: the share of sampled answers that end before the token limit may fall at most this much."
+    )
+    gate_max_unclear_rise: float = Field(
+        0.1,
+        description="Gate: the share of sampled answers that do not read as clinical text (to the base model) may rise "
+        "at most this much.",
     )
     eval_probe_prompts: int = Field(16, description="Probe prompts sampled to estimate KL (32 tokens each).")
 
@@ -168,8 +192,12 @@ class Settings(BaseSettings):
             problems.append(f"--holdout-fraction must be in [0, 1) (got {self.holdout_fraction})")
         if min(self.gate_max_accuracy_drop, self.gate_max_perplexity_rise, self.gate_max_logprob_drop) < 0:
             problems.append("gate tolerances (--gate-max-accuracy-drop, -perplexity-rise, -logprob-drop) must be 0 or more")
+        if not all(0 <= x <= 1 for x in (self.gate_max_loop_rise, self.gate_max_unfinished_rise, self.gate_max_unclear_rise)):
+            problems.append("--gate-max-loop-rise, --gate-max-unfinished-rise and --gate-max-unclear-rise must be in [0, 1]")
         if self.gate_kl_budget <= 0:
             problems.append(f"--gate-kl-budget must be positive (got {self.gate_kl_budget})")
+        if self.sft_loss_floor < 0:
+            problems.append(f"--sft-loss-floor must be 0 or more (got {self.sft_loss_floor})")
         if self.redteam_prompts < 0:
             problems.append(f"--redteam-prompts must be 0 or more (got {self.redteam_prompts})")
         if not 0 <= self.gate_max_safety_drop <= 1:
@@ -186,9 +214,9 @@ class Settings(BaseSettings):
             problems.append("LoRA needs --lora-r >= 1, --lora-alpha >= 1 and 0 <= --lora-dropout < 1")
         if not self.lora_target_modules:
             problems.append("--lora-target-modules must name at least one module")
-        if self.learning_rate <= 0 or self.num_epochs <= 0 or self.train_batch_size < 1 or self.max_seq_length < 16:
+        if min(self.learning_rate, self.num_epochs, self.preference_epochs, self.preference_learning_rate) <= 0 or self.train_batch_size < 1 or self.max_seq_length < 16:
             problems.append(
-                "training needs --learning-rate > 0, --num-epochs > 0, --train-batch-size >= 1, --max-seq-length >= 16"
+                "training needs --learning-rate, --num-epochs, --preference-epochs, --preference-learning-rate > 0, --train-batch-size >= 1, --max-seq-length >= 16"
             )
         cuda = _cuda_available()
         if self.device == "cuda" and not cuda:

@@ -20,6 +20,7 @@ from .abstats import pairwise_counts, win_rate
 from .compare import VoteOutcome, vote_outcomes
 from .ledger import Judgement
 from .schema import BASE_VERSION, Manifest, RoundRecord, TrainerStatus, utc_now
+from .style_checks import StyleCheck, adoption
 
 # The gate's metrics, as plotted: (metric name in GateCheck, plot title, y-axis title).
 GATE_METRICS = (
@@ -29,6 +30,8 @@ GATE_METRICS = (
     ("reference_logprob", "Log-prob of the shipped reference answers", "nats / token"),
     ("safe_rate", "Red-team prompts answered safely", "share"),
     ("over_refusal_rate", "Benign questions refused", "share"),
+    ("loop_rate", "Sampled answers caught in a repeated loop", "share"),
+    ("unclear_rate", "Sampled answers that do not read as clinical text", "share"),
 )
 
 
@@ -118,6 +121,28 @@ def kl_per_version(manifests: Sequence[Manifest], budget: float) -> pd.DataFrame
     return pd.DataFrame(rows, columns=["version", "series", "value"])
 
 
+def style_adoption(manifests: Sequence[Manifest], checks: Sequence[StyleCheck]) -> pd.DataFrame:
+    """For each admin-defined style, the share of each version's sample answers that show it (base first)."""
+    return pd.DataFrame(adoption(manifests, checks), columns=["version", "style", "adoption", "answers"])
+
+
+def unclear_edits_per_reviewer(judgements: Sequence[Judgement]) -> pd.DataFrame:
+    """Per reviewer: edits saved, and how many of them did not read as clinical text when saved."""
+    edits: Counter = Counter()
+    unclear: Counter = Counter()
+    for j in judgements:
+        fb = j.feedback
+        if fb.action != "edit":
+            continue
+        edits[fb.reviewer] += 1
+        unclear[fb.reviewer] += any(f.kind == "unclear_text" for f in fb.flags)
+    rows = []
+    for reviewer in sorted(edits):
+        rows.append({"reviewer": reviewer, "kind": "edits", "count": edits[reviewer]})
+        rows.append({"reviewer": reviewer, "kind": "unclear edits", "count": unclear[reviewer]})
+    return pd.DataFrame(rows, columns=["reviewer", "kind", "count"])
+
+
 def ab_win_rates(votes: Sequence[VoteOutcome]) -> pd.DataFrame:
     """For every pair of versions compared blind, each side's win rate (a tie is half a win each).
 
@@ -165,6 +190,7 @@ class DashboardSource:
         rounds: the round log, oldest first.
         trainer: the trainer's status now.
         kl_budget: the gate's KL budget (``--gate-kl-budget``).
+        style_checks: the admin's style checks.
     """
 
     judgements: Callable[[], list[Judgement]]
@@ -172,6 +198,7 @@ class DashboardSource:
     rounds: Callable[[], list[RoundRecord]]
     trainer: Callable[[], TrainerStatus]
     kl_budget: float
+    style_checks: Callable[[], list[StyleCheck]] = list
 
 
 def source_for(service) -> DashboardSource:
@@ -187,6 +214,7 @@ def source_for(service) -> DashboardSource:
         rounds=service.registry.rounds,
         trainer=service.trainer.status,
         kl_budget=service.settings.gate_kl_budget,
+        style_checks=service.style_checks.all,
     )
 
 
@@ -201,6 +229,8 @@ def refresh(src: DashboardSource) -> list[pd.DataFrame]:
         *(gate_metric_per_version(manifests, metric) for metric, _, _ in GATE_METRICS),
         ab_win_rates(vote_outcomes(judgements)),
         retrain_timeline(src.rounds(), src.trainer()),
+        style_adoption(manifests, src.style_checks()),
+        unclear_edits_per_reviewer(judgements),
     ]
 
 
@@ -231,6 +261,12 @@ def build_dashboard(service, demo: gr.Blocks, every_s: float = 5.0) -> list[gr.c
         plots.append(gr.ScatterPlot(x="started", y="duration_s", color="outcome",
                                     title="Retrain timeline: start, duration, outcome", y_title="seconds",
                                     tooltip=["version", "outcome", "duration_s", "detail"]))
+    with gr.Row():
+        plots.append(gr.LinePlot(x="version", y="adoption", color="style", y_lim=[0, 1],
+                                 title="Taught styles: share of each version's sample answers that show them",
+                                 y_title="share of answers", tooltip=["version", "style", "adoption", "answers"]))
+        plots.append(gr.BarPlot(x="reviewer", y="count", color="kind",
+                                title="Edits per reviewer, and those that did not read as clinical text"))
     timer = gr.Timer(every_s)
     gr.on([demo.load, timer.tick], lambda: refresh(src), None, plots, api_visibility="private", show_progress="hidden")
     return plots

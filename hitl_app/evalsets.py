@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 DATA_DIR = Path(__file__).parent / "data"
 EVAL_QUESTIONS_PATH = DATA_DIR / "eval_questions.jsonl"
 PROBE_TEXTS_PATH = DATA_DIR / "probe_texts.jsonl"
+PATIENT_QUESTIONS_PATH = DATA_DIR / "patient_questions.jsonl"
 
 # Surrounding whitespace is stripped before the length check, so "  " is rejected as empty.
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -49,6 +50,15 @@ class ProbeText(DataEntry):
 
     topic: Text
     text: Text
+
+
+class PatientQuestion(DataEntry):
+    """A question as a patient would write it, with a short reference answer and the guidance it follows."""
+
+    specialty: Text
+    question: Text
+    answer: Text
+    source: Text
 
 
 EntryT = TypeVar("EntryT", bound=DataEntry)
@@ -127,3 +137,16 @@ def _parse_line(line: str, model: type[EntryT]) -> tuple[EntryT | None, str | No
             f"{'.'.join(map(str, err['loc'])) or 'entry'}: {err['msg']}" for err in exc.errors()
         )
         return None, f"{details} (fields are: {fields})"
+
+
+def load_patient_questions(path: Path | None = None) -> list[PatientQuestion]:
+    """Load and validate the patient question set, in file order.
+
+    These questions are for clinicians to work through and for the teaching benchmark; they are
+    never part of the evaluation before publishing, which keeps to ``eval_questions.jsonl``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: as for ``load_eval_questions``.
+    """
+    return load_entries(PATIENT_QUESTIONS_PATH if path is None else Path(path), PatientQuestion)

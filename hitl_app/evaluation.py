@@ -206,6 +206,7 @@ def batch_logprobs(
     prompts: list[list[Message]],
     completions: list[str],
     batch_size: int = 8,
+    truncate: bool = False,
 ) -> list[TokenScores]:
     """Per-token log-probs of each completion as the assistant's reply to its chat prompt.
 
@@ -219,15 +220,21 @@ def batch_logprobs(
         prompts: one list of chat messages per completion.
         completions: the assistant replies to score.
         batch_size: sequences per forward pass.
+        truncate: score only the part of a reply that fits the model's context, instead of
+            refusing a sequence that is longer (the prompt itself must still fit, with one token).
 
     Raises:
         ValueError: lengths differ, the template does not extend the prompt, or a sequence is
-            longer than the model's context.
+            longer than the model's context (without ``truncate``).
     """
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions; pass one prompt per completion")
     rendered = [_render(tokenizer, p, c) for p, c in zip(prompts, completions)]
     rows = [ids for ids, _ in rendered]
+    limit = _context_length(_as_view(model).model)
+    if truncate and limit is not None:
+        _check_fits(_as_view(model).model, [start + 1 for _, start in rendered], "prompt")
+        rows = [r[:limit] for r in rows]
     _check_fits(_as_view(model).model, [len(r) for r in rows], "sequence")
     scores = _score_rows(_as_view(model), rows, [s for _, s in rendered], _pad_id(tokenizer), batch_size)
     return [TokenScores(lp) for lp in scores]

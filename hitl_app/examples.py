@@ -48,14 +48,24 @@ class JudgementRows:
 
 @dataclass
 class TrainingRows:
-    """Rows for one round, with the ids of the feedback records they came from."""
+    """Rows for one round, with the ids of the feedback records they came from.
 
-    sft: list[dict] = field(default_factory=list)
+    SFT rows are kept in two lists because the round weighs them differently: the new judgements'
+    rows are what the round must teach, the replayed ones only keep earlier lessons in place.
+    """
+
+    sft_new: list[dict] = field(default_factory=list)
+    sft_replay: list[dict] = field(default_factory=list)
     dpo: list[dict] = field(default_factory=list)
     kto: list[dict] = field(default_factory=list)
     record_ids: list[str] = field(default_factory=list)
     new_record_ids: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def sft(self) -> list[dict]:
+        """Every SFT row of the round: the new judgements' first, then the replayed ones."""
+        return self.sft_new + self.sft_replay
 
 
 def prompt_messages(generation: Generation) -> list[Message]:
@@ -169,11 +179,12 @@ def build_rows(
             counts["dropped_identical_pairs"] = counts.get("dropped_identical_pairs", 0) + made.dropped_pairs
             if made.empty:
                 continue
-            rows.sft.extend(made.sft)
+            (rows.sft_new if source == "new" else rows.sft_replay).extend(made.sft)
             rows.dpo.extend(made.dpo)
             rows.kto.extend(made.kto)
             rows.record_ids.append(j.feedback.id)
     counts["sft"] = len(rows.sft)
+    counts["sft_replay"] = len(rows.sft_replay)
     counts["dpo"] = len(rows.dpo)
     counts["kto_desirable"] = sum(1 for r in rows.kto if r["label"])
     counts["kto_undesirable"] = sum(1 for r in rows.kto if not r["label"])

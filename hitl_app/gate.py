@@ -1,15 +1,25 @@
 """The promotion gate: a new version is served only if it is not worse than the serving one.
 
-Six rules, each with a documented tolerance (``--gate-*`` flags):
+The rules, each with a documented tolerance (``--gate-*`` flags). The held-out clinician data
+comes from the same reviewers as the round's training data, so it cannot tell a clinician's
+lesson from a reviewer's mistake or sabotage; the evidence that decides stands outside the round:
+the shipped reference answers and probe texts, the red-team prompts, and the new version's own
+answers to shipped questions as the untouched base model reads them.
 
 - held-out preference accuracy may fall at most ``gate_max_accuracy_drop`` below the serving
   version's, measured on the same held-out pairs (checked once there are ``gate_min_pairs``);
 - perplexity on the probe texts may rise at most ``gate_max_perplexity_rise`` (a fraction) above
   the serving version's;
-- KL(new || base) per token on probe prompts stays within ``gate_kl_budget``;
+- KL(new || base) per token on probe prompts stays within ``gate_kl_budget``, unless the held-out
+  clinician data supports the change (``heldout_support``): a lesson clinicians teach moves the
+  model, and what such a move may cost is for the rules below to judge, not its size;
 - the mean per-token log-prob of the clinicians' held-out edited answers (or, before there are
   any, of the shipped reference answers) may fall at most ``gate_max_logprob_drop`` nats below
   the serving version's: a version must not make answers clinicians wrote less likely;
+- the new version's greedy answers to shipped questions, against the serving version's: the share
+  caught in a repeated loop may rise at most ``gate_max_loop_rise``, the share that end before the
+  token limit may fall at most ``gate_max_unfinished_rise``, and the share that do not read as
+  clinical text to the base model (``clinical_text``) may rise at most ``gate_max_unclear_rise``;
 - on the red-team prompts (``redteam``), the safe-answer rate on adversarial prompts may fall, and
   the over-refusal rate on benign questions may rise, at most ``gate_max_safety_drop``.
 
@@ -21,6 +31,9 @@ from __future__ import annotations
 from .config import Settings
 from .schema import EvalMetrics, GateCheck, GateResult, Manifest
 
+# Shares are ratios of small counts (k / 16): compare them with a little slack for float rounding.
+_EPS = 1e-9
+
 
 def decide(evaluation: EvalMetrics, settings: Settings) -> GateResult:
     """Apply the gate's rules to a new version's evaluation."""
@@ -29,6 +42,7 @@ def decide(evaluation: EvalMetrics, settings: Settings) -> GateResult:
         _perplexity(evaluation, settings),
         _kl(evaluation, settings),
         _logprob(evaluation, settings),
+        *_answers(evaluation, settings),
         *_safety(evaluation, settings),
     ]
     enabled = settings.gate == "on"
@@ -67,14 +81,58 @@ def _perplexity(e: EvalMetrics, settings: Settings) -> GateCheck:
     )
 
 
+def heldout_support(e: EvalMetrics, settings: Settings) -> str | None:
+    """How the held-out clinician data supports the change, or None when it does not.
+
+    It does when the new version makes the held-out edited answers more likely than the serving
+    version does, or ranks the held-out pairs better (once there are ``gate_min_pairs``).
+    """
+    if e.edit_logprob is not None and e.serving_edit_logprob is not None and e.edit_logprob > e.serving_edit_logprob:
+        return f"held-out edits {e.edit_logprob - e.serving_edit_logprob:+.3g} nats/token"
+    if (
+        e.heldout_pairs >= settings.gate_min_pairs
+        and e.heldout_accuracy is not None
+        and e.serving_heldout_accuracy is not None
+        and e.heldout_accuracy > e.serving_heldout_accuracy
+    ):
+        return f"held-out pairs {e.serving_heldout_accuracy:.2f} -> {e.heldout_accuracy:.2f}"
+    return None
+
+
 def _kl(e: EvalMetrics, settings: Settings) -> GateCheck:
+    within = e.kl_base <= settings.gate_kl_budget
+    support = None if within else heldout_support(e, settings)
+    note = "KL(new || base), nats per token"
+    if support:
+        note += f"; beyond the budget, but the change is what held-out clinicians asked for ({support})"
     return GateCheck(
         metric="kl_base",
         value=e.kl_base,
         limit=settings.gate_kl_budget,
-        passed=e.kl_base <= settings.gate_kl_budget,
-        note="KL(new || base), nats per token",
+        passed=within or support is not None,
+        note=note,
     )
+
+
+def _answers(e: EvalMetrics, settings: Settings) -> list[GateCheck]:
+    """The form and fluency of the new version's own answers to shipped questions, against the serving version's."""
+    checks = []
+    if e.loop_rate is not None and e.serving_loop_rate is not None:
+        limit = e.serving_loop_rate + settings.gate_max_loop_rise
+        checks.append(GateCheck(metric="loop_rate", value=e.loop_rate, serving=e.serving_loop_rate, limit=limit,
+                                passed=e.loop_rate <= limit + _EPS,
+                                note=f"answers caught in a repeated loop; at most {settings.gate_max_loop_rise} above the serving version's"))
+    if e.finished_rate is not None and e.serving_finished_rate is not None:
+        limit = e.serving_finished_rate - settings.gate_max_unfinished_rise
+        checks.append(GateCheck(metric="finished_rate", value=e.finished_rate, serving=e.serving_finished_rate, limit=limit,
+                                passed=e.finished_rate >= limit - _EPS,
+                                note=f"answers that end before the token limit; at most {settings.gate_max_unfinished_rise} below the serving version's"))
+    if e.unclear_rate is not None and e.serving_unclear_rate is not None:
+        limit = e.serving_unclear_rate + settings.gate_max_unclear_rise
+        checks.append(GateCheck(metric="unclear_rate", value=e.unclear_rate, serving=e.serving_unclear_rate, limit=limit,
+                                passed=e.unclear_rate <= limit + _EPS,
+                                note=f"answers that do not read as clinical text to the base model; at most {settings.gate_max_unclear_rise} above the serving version's"))
+    return checks
 
 
 def _logprob(e: EvalMetrics, settings: Settings) -> GateCheck:

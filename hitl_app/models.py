@@ -166,6 +166,7 @@ class ModelManager:
         self._watcher: threading.Thread | None = None
         self._stop_watch = threading.Event()
         self.context_length = int(getattr(model.config, "max_position_embeddings", 2048))
+        self._judge = None  # the clinical-text judge, calibrated on the first check
 
     @classmethod
     def wrap(
@@ -418,6 +419,22 @@ class ModelManager:
         question = "What is the usual adult dose of paracetamol?"
         decoder.start(self._generate_kwargs(self.encode(question), self.sampling, 1, threading.Event()))
         return True
+
+    def clinical_text_nll(self, prompt: str, text: str):
+        """How the base model reads ``text`` as the answer to ``prompt``: (NLL per token, the judge).
+
+        Runs under the generation lock with the adapter disabled, between two answers. The judge
+        is calibrated on the shipped reference answers the first time (a few seconds, once).
+        """
+        from .clinical_text import ClinicalTextJudge, reply_nll
+        from .evaluation import ModelView
+
+        base = ModelView.base(self.model)
+        with self._lock, torch.inference_mode():
+            if self._judge is None:
+                self._judge = ClinicalTextJudge.calibrate(base, self.tokenizer, self.system_prompt)
+            nll = reply_nll(base, self.tokenizer, [self.messages(prompt)], [text])[0]
+        return nll, self._judge
 
     def _apply_threads(self) -> None:
         # Called under the lock: torch's thread count is process-wide, and only one answer runs.

@@ -300,8 +300,8 @@ def _make_trainer(model, tokenizer, method, rows, cfg, beta, batch_size, scratch
 
     common = dict(
         output_dir=scratch,
-        num_train_epochs=cfg.num_epochs,
-        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.preference_epochs,
+        learning_rate=cfg.preference_learning_rate,
         per_device_train_batch_size=batch_size,
         # KTO's KL pairs are built per training batch, so evaluation batches must be the same.
         per_device_eval_batch_size=batch_size,

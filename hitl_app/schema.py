@@ -60,7 +60,9 @@ class Sampling(BaseModel):
 
 
 Severity = Literal["high", "medium", "low"]
-FlagKind = Literal["overdose", "contraindication", "interaction", "missing_urgency", "phi", "input_refused"]
+FlagKind = Literal[
+    "overdose", "contraindication", "interaction", "missing_urgency", "phi", "input_refused", "unclear_text"
+]
 
 
 class SafetyFlag(BaseModel):
@@ -229,6 +231,24 @@ class EvalMetrics(BaseModel):
     kl_base: float = Field(description="KL(new || base), nats per token on probe prompts.")
     kl_serving: float = Field(description="KL(new || serving), nats per token on probe prompts.")
     mean_answer_tokens: float = Field(ge=0, description="Mean length of greedy answers to sampled evaluation questions.")
+    sample_answers: int = Field(default=0, ge=0, description="Shipped questions both versions answered greedily.")
+    loop_rate: float | None = Field(default=None, description="Share of the sampled answers caught in a repeated loop.")
+    serving_loop_rate: float | None = None
+    finished_rate: float | None = Field(default=None, description="Share of the sampled answers that ended before the token limit.")
+    serving_finished_rate: float | None = None
+    repeated_ngram_rate: float | None = Field(default=None, description="Mean share of repeated 4-word phrases per answer.")
+    serving_repeated_ngram_rate: float | None = None
+    distinct_2: float | None = Field(default=None, description="Distinct word pairs over all word pairs of the answers.")
+    serving_distinct_2: float | None = None
+    answer_nll: float | None = Field(
+        default=None, description="Mean NLL per token of the sampled answers under the base model (nats; lower reads better)."
+    )
+    serving_answer_nll: float | None = None
+    unclear_rate: float | None = Field(
+        default=None, description="Share of the sampled answers that do not read as clinical text to the base model."
+    )
+    serving_unclear_rate: float | None = None
+    clinical_threshold: float | None = Field(default=None, description="NLL per token above which text is unclear.")
     redteam_prompts: int = Field(default=0, ge=0, description="Adversarial and benign red-team prompts (each) answered.")
     safe_rate: float | None = Field(default=None, description="Adversarial prompts answered safely (refused or redirected).")
     serving_safe_rate: float | None = None
@@ -264,6 +284,19 @@ class GateResult(BaseModel):
         return [c for c in self.checks if not c.passed]
 
 
+class SampleAnswer(BaseModel):
+    """A shipped question answered greedily by a new version and by the version serving before it."""
+
+    question_id: str
+    question: str
+    system_prompt: str | None = None
+    max_new_tokens: int = Field(ge=1)
+    answer: str
+    finished: bool = Field(description="The answer ended before max_new_tokens.")
+    serving_answer: str
+    serving_finished: bool
+
+
 class RoundMetrics(BaseModel):
     """Figures a training round reports; optional fields are filled by the stages that ran."""
 
@@ -294,6 +327,9 @@ class Manifest(BaseModel):
     metrics: RoundMetrics
     evaluation: EvalMetrics | None = None
     gate: GateResult | None = None
+    samples: list[SampleAnswer] = Field(
+        default_factory=list, description="The evaluation's sample answers, kept so styles can be checked on every version."
+    )
 
     @property
     def held_back(self) -> bool:

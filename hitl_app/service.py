@@ -25,6 +25,7 @@ from .registry import Registry
 from .safety import SafetyChecker, describe_flags
 from .schema import BASE_VERSION, Feedback, Generation, SafetyFlag, has_high
 from .store import FeedbackStore
+from .style_checks import StyleCheck, StyleChecks, adoption, make_check
 from .worker import TrainerClient
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class HITLService:
         self.registry = registry
         self.trainer = trainer
         self.comparisons = ComparisonStore(registry.root / "COMPARE")
+        self.style_checks = StyleChecks(registry.root)
         # Left/right order of A/B answers: unpredictable, so a clinician cannot learn which side is which.
         self._rng = random.SystemRandom()
 
@@ -216,11 +218,18 @@ class HITLService:
         self._check_candidate(gen, candidate)
         if text.strip() == gen.candidates[candidate].strip():
             raise UserError("the edit is identical to the answer; use Accept instead")
-        flags = self.safety.check_answer(gen.prompt, text)
+        flags = [*self.safety.check_answer(gen.prompt, text), *self._unclear(gen.prompt, text)]
         override = self._override(flags, override_reason, "save this edit")
         return self._judge(
             generation_id, caller, action="edit", candidate=candidate, text=text, flags=flags, override_reason=override
         )
+
+    def _unclear(self, prompt: str, text: str) -> list[SafetyFlag]:
+        """A flag when an edit does not read as clinical text to the base model (``clinical_text``)."""
+        nll, judge = self.models.clinical_text_nll(prompt, text)
+        if judge.reads_as_clinical(nll):
+            return []
+        return [SafetyFlag(kind="unclear_text", severity="high", explanation=judge.describe(nll))]
 
     @staticmethod
     def _override(flags: list[SafetyFlag], reason: str | None, what: str) -> str | None:
@@ -419,6 +428,35 @@ class HITLService:
         self.registry.set_active(version, by=caller.username, reason=reason, forced=held_back)
         self.models.activate(version)
         return {"serving_version": self.models.version, "previous_version": previous, "forced": held_back}
+
+    # ----- taught styles -----
+    def set_style_check(self, name: str, pattern: str, caller: Caller, regex: bool = False) -> list[StyleCheck]:
+        """Add or replace a style check (admin only); returns every check.
+
+        Raises:
+            PermissionDeniedError: the caller is not an admin.
+            UserError: a blank name or pattern, or a regular expression that does not compile.
+        """
+        self._require_admin(caller, "define style checks")
+        for value, what in ((name, "the style's name"), (pattern, "the style's pattern")):
+            if not isinstance(value, str):
+                raise UserError(f"{what} must be text, not {type(value).__name__}")
+            check_text(value, what)
+        return self.style_checks.put(make_check(name, pattern, bool(regex)))
+
+    def remove_style_check(self, name: str, caller: Caller) -> list[StyleCheck]:
+        """Remove a style check (admin only); returns the remaining checks.
+
+        Raises:
+            PermissionDeniedError: the caller is not an admin.
+            UserError: there is no check of that name.
+        """
+        self._require_admin(caller, "remove style checks")
+        return self.style_checks.remove(name)
+
+    def style_adoption(self) -> list[dict]:
+        """For every style check, the share of each version's sample answers that show it."""
+        return adoption(self.registry.manifests(), self.style_checks.all())
 
     def _require_admin(self, caller: Caller, what: str) -> None:
         if not caller.is_admin:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,8 @@ from .config import LORA_TARGETS, Settings
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, str], None]
+# The loss floor is checked on the mean of the last pass over the distinct rows, at most this many steps.
+LOSS_FLOOR_MAX_WINDOW = 16
 
 
 @dataclass(frozen=True)
@@ -29,9 +32,12 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
-    learning_rate: float = 1e-4
-    num_epochs: float = 1.0
-    batch_size: int = 4
+    learning_rate: float = 5e-4
+    num_epochs: float = 3.0  # over the round's new SFT rows; replayed rows are seen once
+    preference_epochs: float = 1.0
+    preference_learning_rate: float = 5e-5
+    sft_loss_floor: float = 1.0  # nats per token; 0: no early stop
+    batch_size: int = 1
     max_seq_length: int = 1024
     seed: int = 0
     device: str = "cpu"
@@ -53,6 +59,9 @@ class TrainConfig:
             lora_target_modules=list(settings.lora_target_modules),
             learning_rate=settings.learning_rate,
             num_epochs=settings.num_epochs,
+            preference_epochs=settings.preference_epochs,
+            preference_learning_rate=settings.preference_learning_rate,
+            sft_loss_floor=settings.sft_loss_floor,
             batch_size=settings.train_batch_size,
             max_seq_length=settings.max_seq_length,
             seed=settings.seed,
@@ -97,6 +106,25 @@ def _progress_callback(progress: ProgressFn, stage: str):
     return _Progress()
 
 
+def _loss_floor_callback(floor: float, window: int):
+    """Stop training once the mean loss of the last ``window`` steps is at most ``floor``."""
+    from transformers import TrainerCallback
+
+    class _LossFloor(TrainerCallback):
+        def __init__(self) -> None:
+            self.losses: list[float] = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            # Logged once a step (logging_steps=1), after the step; the loop checks the flag next.
+            if logs and "loss" in logs:
+                self.losses.append(float(logs["loss"]))
+                recent = self.losses[-window:]
+                if len(recent) == window and sum(recent) / window <= floor:
+                    control.should_training_stop = True
+
+    return _LossFloor()
+
+
 def attach_adapter(base_model, parent_adapter: Path | None, cfg: TrainConfig):
     """Wrap ``base_model`` with a trainable LoRA adapter: the parent's if given, else a fresh one."""
     from peft import PeftModel, get_peft_model
@@ -106,10 +134,38 @@ def attach_adapter(base_model, parent_adapter: Path | None, cfg: TrainConfig):
     return get_peft_model(base_model, cfg.lora_config())
 
 
+def epoch_schedule(rows: list[dict], replay: list[dict], epochs: float, seed: int) -> list[dict]:
+    """The rows of one pass of SFT: ``rows`` ``epochs`` times over, ``replay`` once, shuffled (seeded).
+
+    A fractional part of ``epochs`` adds that share of ``rows`` once more, chosen by the seed. New
+    rows are what the round teaches, so they are seen several times; replayed rows were already
+    learned, and seeing each once keeps them in place without learning them by heart.
+
+    Raises:
+        ValueError: ``epochs`` is not positive.
+    """
+    if epochs <= 0:
+        raise ValueError(f"epochs must be positive (got {epochs})")
+    rng = random.Random(seed)
+    whole, part = divmod(epochs, 1.0)
+    schedule = list(rows) * int(whole) + rng.sample(rows, round(part * len(rows))) + list(replay)
+    rng.shuffle(schedule)
+    return schedule
+
+
 def train_sft(
-    model, tokenizer, rows: list[dict], cfg: TrainConfig, out_dir: Path | None = None, progress: ProgressFn | None = None
+    model,
+    tokenizer,
+    rows: list[dict],
+    cfg: TrainConfig,
+    out_dir: Path | None = None,
+    progress: ProgressFn | None = None,
+    replay: list[dict] | None = None,
 ) -> SFTResult:
     """Train the LoRA adapter of ``model`` (a PeftModel) on SFT rows, and save it to ``out_dir`` if given.
+
+    The new ``rows`` are trained ``cfg.num_epochs`` times over and the ``replay`` rows once, in one
+    shuffled pass (``epoch_schedule``), at a constant learning rate.
 
     Args:
         model: a ``PeftModel`` with a trainable adapter (see ``attach_adapter``).
@@ -119,20 +175,23 @@ def train_sft(
         out_dir: where the adapter is saved (``adapter_model.safetensors`` + config); None: not saved
             (a later stage of the round trains on and saves it).
         progress: called with (fraction done, message) after every step.
+        replay: rows of earlier rounds, seen once.
 
     Raises:
-        ValueError: ``rows`` is empty.
+        ValueError: ``rows`` and ``replay`` are both empty.
     """
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    if not rows:
+    replay = replay or []
+    if not rows and not replay:
         raise ValueError("no SFT rows to train on")
     started = time.perf_counter()
+    schedule = epoch_schedule(rows, replay, cfg.num_epochs, cfg.seed) if rows else list(replay)
     with tempfile.TemporaryDirectory(prefix="hitl-sft-") as scratch:
         args = SFTConfig(
             output_dir=scratch,
-            num_train_epochs=cfg.num_epochs,
+            num_train_epochs=1,
             learning_rate=cfg.learning_rate,
             per_device_train_batch_size=cfg.batch_size,
             per_device_eval_batch_size=cfg.batch_size,
@@ -150,14 +209,17 @@ def train_sft(
             disable_tqdm=True,
             dataloader_num_workers=0,
         )
-        dataset = Dataset.from_list(rows)
+        callbacks = [_progress_callback(progress, "SFT")] if progress else []
+        if cfg.sft_loss_floor > 0:
+            window = max(1, min(LOSS_FLOOR_MAX_WINDOW, math.ceil(len(rows + replay) / cfg.batch_size)))
+            callbacks.append(_loss_floor_callback(cfg.sft_loss_floor, window))
         trainer = SFTTrainer(
             model=model,
             args=args,
-            train_dataset=dataset,
-            eval_dataset=dataset,
+            train_dataset=Dataset.from_list(schedule),
+            eval_dataset=Dataset.from_list(rows + replay),
             processing_class=tokenizer,
-            callbacks=[_progress_callback(progress, "SFT")] if progress else None,
+            callbacks=callbacks,
         )
         loss_before = trainer.evaluate()["eval_loss"]
         trainer.train()
@@ -173,5 +235,5 @@ def train_sft(
     )
     if not (math.isfinite(result.loss_before) and math.isfinite(result.loss_after)):
         raise FloatingPointError(f"SFT produced a non-finite loss ({result.loss_before} -> {result.loss_after})")
-    log.info("SFT: %d rows, %d steps, loss %.4f -> %.4f", len(rows), steps, result.loss_before, result.loss_after)
+    log.info("SFT: %d rows (+%d replayed), %d steps, loss %.4f -> %.4f", len(rows), len(replay), steps, result.loss_before, result.loss_after)
     return result

@@ -229,6 +229,34 @@ class _Handlers:
         return f"Now serving {result['serving_version']} (was {result['previous_version']}){forced}."
 
     # ----- named API endpoints (JSON in, JSON out) -----
+    def styles_table(self) -> list[list]:
+        """The style checks as table rows."""
+        return [[c.name, c.pattern, c.regex] for c in self.service.style_checks.all()]
+
+    def save_style(self, name: str, pattern: str, regex: bool, request: gr.Request) -> tuple[list[list], str]:
+        checks = self.service.set_style_check(name, pattern, self.caller(request), regex=regex)
+        return self.styles_table(), f"saved style check {name.strip()!r}; {len(checks)} defined"
+
+    def remove_style(self, name: str, request: gr.Request) -> tuple[list[list], str]:
+        name = (name or "").strip()
+        self.service.remove_style_check(name, self.caller(request))
+        return self.styles_table(), f"removed style check {name!r}"
+
+    def api_styles(self, request: gr.Request) -> dict:
+        self.caller(request)
+        return {
+            "checks": [c.model_dump() for c in self.service.style_checks.all()],
+            "adoption": self.service.style_adoption(),
+        }
+
+    def api_style_check(self, name: str, pattern: str, request: gr.Request, regex: bool = False) -> dict:
+        checks = self.service.set_style_check(name, pattern, self.caller(request), regex=regex)
+        return {"checks": [c.model_dump() for c in checks]}
+
+    def api_remove_style_check(self, name: str, request: gr.Request) -> dict:
+        checks = self.service.remove_style_check(name, self.caller(request))
+        return {"checks": [c.model_dump() for c in checks]}
+
     def api_ask(self, prompt: str, request: gr.Request, candidates: int | None = None) -> dict:
         """Ask a question; returns generation_id, the candidate answers (``answer`` is the first)
         and the version that wrote them. ``candidates`` (1-4) defaults to ``--candidates``."""
@@ -427,6 +455,20 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
                     compare_outputs = build_compare_tab(ch, _user_errors, MODEL_QUEUE)
                 with gr.Tab("Dashboard"):
                     build_dashboard(service, demo)
+                    with gr.Accordion("Taught styles (admins define them; every version is checked)", open=False):
+                        styles_table = gr.Dataframe(
+                            headers=["style", "pattern", "regular expression"], interactive=False, elem_id="styles-table"
+                        )
+                        with gr.Row():
+                            style_name = gr.Textbox(label="Style name", elem_id="style-name")
+                            style_pattern = gr.Textbox(
+                                label="Phrase the answers must contain, or a regular expression", elem_id="style-pattern"
+                            )
+                            style_regex = gr.Checkbox(label="Regular expression", elem_id="style-regex")
+                        with gr.Row():
+                            style_save = gr.Button("Save style check", elem_id="style-save")
+                            style_remove = gr.Button("Remove style check", elem_id="style-remove")
+                        style_result = gr.Textbox(label="Style checks", interactive=False, elem_id="style-result")
             with gr.Column(scale=1):
                 gr.Markdown("### Status")
                 status_md = gr.Markdown(elem_id="status")
@@ -448,6 +490,9 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
         gr.api(_user_errors(ch.api_vote), api_name="vote")
         gr.api(_user_errors(ch.api_comparison), api_name="comparison")
         gr.api(_user_errors(ch.api_results), api_name="compare_results")
+        gr.api(_user_errors(h.api_styles), api_name="styles")
+        gr.api(_user_errors(h.api_style_check), api_name="style_check")
+        gr.api(_user_errors(h.api_remove_style_check), api_name="remove_style_check")
 
         private = {"api_visibility": "private"}
         ask_event = {"concurrency_id": MODEL_QUEUE, "concurrency_limit": 1, **private}
@@ -464,6 +509,9 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
             h.versions_table, None, [versions, choice], **private
         )
         refresh_btn.click(h.versions_table, None, [versions, choice], **private)
+        style_save.click(_user_errors(h.save_style), [style_name, style_pattern, style_regex], [styles_table, style_result], **private)
+        style_remove.click(_user_errors(h.remove_style), [style_name], [styles_table, style_result], **private)
+        demo.load(h.styles_table, None, styles_table, **private)
 
         timer = gr.Timer(STATUS_REFRESH_S)
         timer.tick(h.status_panel, None, [status_md, progress_bar], **private, show_progress="hidden")

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .answer_quality import answer_quality
+from .clinical_text import ClinicalTextJudge, chat_prompt, reply_nll
 from .config import Settings
-from .evalsets import load_eval_questions, load_probe_texts
+from .evalsets import EvalQuestion, load_eval_questions, load_probe_texts
 from .evaluation import (
     ModelView,
     greedy_answers,
@@ -36,15 +38,15 @@ from .holdout import is_held_out
 from .ledger import Judgement
 from .redteam import RedTeamSet, redteam_set, score_version
 from .safety import SafetyChecker
-from .schema import EvalMetrics
+from .schema import EvalMetrics, SampleAnswer
 
 log = logging.getLogger(__name__)
 
 MAX_HELDOUT_PAIRS = 32
 MAX_HELDOUT_EDITS = 16
 REFERENCE_QUESTIONS = 16  # shipped questions whose reference answers are scored
-LENGTH_QUESTIONS = 4  # shipped questions answered greedily to measure answer length
-LENGTH_MAX_TOKENS = 96
+SAMPLE_QUESTIONS = 16  # shipped questions both versions answer greedily: form, fluency, length, styles
+SAMPLE_MAX_TOKENS = 96
 KL_NEW_TOKENS = 32
 SERVING_ADAPTER = "serving"
 # A version with no adapter has implicit reward 0 for every answer (policy = reference), so it
@@ -66,8 +68,22 @@ class EvalSets:
     reference_texts: list[str]
     probe_texts: list[str]
     kl_prompts: list[list[Message]]
-    length_prompts: list[list[Message]]
+    sample_questions: list[EvalQuestion]
+    system_prompt: str | None = None
     redteam: RedTeamSet | None = None  # None: no red-team scoring (--redteam-prompts 0)
+
+    @property
+    def sample_prompts(self) -> list[list[Message]]:
+        """The chat prompts of the sample questions."""
+        return [chat_prompt(q.question, self.system_prompt) for q in self.sample_questions]
+
+
+@dataclass
+class VersionReport:
+    """What the evaluation of a new version found: its figures, and the answers they came from."""
+
+    metrics: EvalMetrics
+    samples: list[SampleAnswer]
 
 
 def build_eval_sets(judgements: list[Judgement], settings: Settings) -> EvalSets:
@@ -83,8 +99,7 @@ def build_eval_sets(judgements: list[Judgement], settings: Settings) -> EvalSets
         return questions[offset::step][:n]
 
     def chat(text: str) -> list[Message]:
-        system = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt else []
-        return [*system, {"role": "user", "content": text}]
+        return chat_prompt(text, settings.system_prompt)
 
     reference = spread(REFERENCE_QUESTIONS, 0)
     return EvalSets(
@@ -95,7 +110,8 @@ def build_eval_sets(judgements: list[Judgement], settings: Settings) -> EvalSets
         reference_texts=[q.reference for q in reference],
         probe_texts=[p.text for p in load_probe_texts()],
         kl_prompts=[chat(q.question) for q in spread(settings.eval_probe_prompts, 1)],
-        length_prompts=[chat(q.question) for q in spread(LENGTH_QUESTIONS, 2)],
+        sample_questions=spread(SAMPLE_QUESTIONS, 2),
+        system_prompt=settings.system_prompt or None,
         redteam=redteam_set(settings.redteam_prompts) if settings.redteam_prompts else None,
     )
 
@@ -108,7 +124,9 @@ def evaluate_version(
     sets: EvalSets,
     settings: Settings,
     progress: ProgressFn | None = None,
-) -> EvalMetrics:
+    judge: ClinicalTextJudge | None = None,
+    serving_samples: list[SampleAnswer] | None = None,
+) -> VersionReport:
     """Measure the new adapter (``default`` of ``model``) against the serving version and the base.
 
     Args:
@@ -120,6 +138,9 @@ def evaluate_version(
         sets: the evaluation data (``build_eval_sets``).
         settings: the app's settings.
         progress: called with (fraction done, message) between measurements.
+        judge: the clinical-text threshold for this base and system prompt; None: calibrated here.
+        serving_samples: the serving version's own sample answers (from its manifest), reused
+            when they answer the same questions the same way; otherwise it answers them again.
     """
     started = time.perf_counter()
     report = progress or (lambda f, m: None)
@@ -164,9 +185,10 @@ def evaluate_version(
             figures["kl_serving"] = sample_kl(
                 new, old, tokenizer, sets.kl_prompts, KL_NEW_TOKENS, seed=settings.seed
             ).kl_per_token
-        report(0.85, "evaluating: answer length")
-        answers = greedy_answers(new, tokenizer, sets.length_prompts, LENGTH_MAX_TOKENS)
-        figures["mean_answer_tokens"] = sum(a.tokens for a in answers) / len(answers)
+        report(0.8, "evaluating: sample answers")
+        judge = judge or ClinicalTextJudge.calibrate(base, tokenizer, sets.system_prompt)
+        samples = _sample_answers(new, old, tokenizer, sets, serving_samples)
+        figures.update(_sample_figures(base, tokenizer, sets, samples, judge))
         if sets.redteam is not None:
             report(0.9, "evaluating: red-team prompts")
             figures.update(_redteam_figures(new, old, tokenizer, sets.redteam, settings))
@@ -177,7 +199,57 @@ def evaluate_version(
     figures["duration_s"] = round(time.perf_counter() - started, 2)
     metrics = EvalMetrics(**figures)
     log.info("evaluation against %s: %s", serving, metrics.model_dump(exclude={"serving_version"}))
-    return metrics
+    return VersionReport(metrics=metrics, samples=samples)
+
+
+def _sample_answers(
+    new: ModelView, old: ModelView, tokenizer, sets: EvalSets, serving_samples: list[SampleAnswer] | None
+) -> list[SampleAnswer]:
+    """Both versions' greedy answers to the sample questions; the serving one's reused when it can be."""
+    prompts = sets.sample_prompts
+    mine = greedy_answers(new, tokenizer, prompts, SAMPLE_MAX_TOKENS)
+    reusable = serving_samples is not None and [
+        (s.question_id, s.system_prompt, s.max_new_tokens) for s in serving_samples
+    ] == [(q.id, sets.system_prompt, SAMPLE_MAX_TOKENS) for q in sets.sample_questions]
+    if reusable:
+        theirs = [(s.answer, s.finished) for s in serving_samples]
+    else:
+        theirs = [(a.text, a.tokens < SAMPLE_MAX_TOKENS) for a in greedy_answers(old, tokenizer, prompts, SAMPLE_MAX_TOKENS)]
+    return [
+        SampleAnswer(
+            question_id=q.id,
+            question=q.question,
+            system_prompt=sets.system_prompt,
+            max_new_tokens=SAMPLE_MAX_TOKENS,
+            answer=a.text,
+            finished=a.tokens < SAMPLE_MAX_TOKENS,
+            serving_answer=their_text,
+            serving_finished=their_finished,
+        )
+        for q, a, (their_text, their_finished) in zip(sets.sample_questions, mine, theirs)
+    ]
+
+
+def _sample_figures(
+    base: ModelView, tokenizer, sets: EvalSets, samples: list[SampleAnswer], judge: ClinicalTextJudge
+) -> dict:
+    """Form (loops, endings, repetition) and fluency (the base model's reading) of both versions' answers."""
+    prompts = sets.sample_prompts
+    figures: dict = {"sample_answers": len(samples), "clinical_threshold": judge.threshold}
+    for prefix, texts, finished in (
+        ("", [s.answer for s in samples], [s.finished for s in samples]),
+        ("serving_", [s.serving_answer for s in samples], [s.serving_finished for s in samples]),
+    ):
+        quality = answer_quality(texts, finished)
+        nll = reply_nll(base, tokenizer, prompts, texts)
+        figures[f"{prefix}loop_rate"] = quality.loop_rate
+        figures[f"{prefix}finished_rate"] = quality.finished_rate
+        figures[f"{prefix}repeated_ngram_rate"] = quality.repeated_ngram_rate
+        figures[f"{prefix}distinct_2"] = quality.distinct_2
+        figures[f"{prefix}answer_nll"] = sum(nll) / len(nll)
+        figures[f"{prefix}unclear_rate"] = sum(not judge.reads_as_clinical(x) for x in nll) / len(nll)
+    figures["mean_answer_tokens"] = sum(len(tokenizer(s.answer, add_special_tokens=False)["input_ids"]) for s in samples) / len(samples)
+    return figures
 
 
 def _redteam_figures(new: ModelView, old: ModelView, tokenizer, prompts: RedTeamSet, settings: Settings) -> dict:

@@ -18,7 +18,9 @@ import threading
 import time
 from pathlib import Path
 
+from .clinical_text import ClinicalTextJudge
 from .config import Settings
+from .evaluation import ModelView
 from .examples import build_rows
 from .files import atomic_write_text
 from .gate import decide, gate_summary
@@ -78,6 +80,7 @@ class RoundRunner:
         self.cfg = TrainConfig.from_settings(settings)
         self._base = None
         self._tokenizer = None
+        self._judge: tuple[str | None, ClinicalTextJudge] | None = None  # (system prompt, judge), calibrated once
 
     def _load(self):
         from .base_model import LoadOptions, load_base, load_tokenizer
@@ -133,7 +136,14 @@ class RoundRunner:
         try:
             sft = None
             if rows.sft:
-                sft = train_sft(model, tokenizer, rows.sft, self.cfg, progress=lambda f, m: self._progress(f * split, m))
+                sft = train_sft(
+                    model,
+                    tokenizer,
+                    rows.sft_new,
+                    self.cfg,
+                    progress=lambda f, m: self._progress(f * split, m),
+                    replay=rows.sft_replay,
+                )
             preference = None
             if method is not None:
                 result = train_preference(
@@ -149,15 +159,22 @@ class RoundRunner:
                 preference = _preference_metrics(result)
             model.save_pretrained(str(staging))
             trained_s = time.perf_counter() - started
-            evaluation = evaluate_version(
+            sets = build_eval_sets(self.ledger.judgements(), self.settings)
+            if self._judge is None or self._judge[0] != sets.system_prompt:
+                judge = ClinicalTextJudge.calibrate(ModelView.base(model), tokenizer, sets.system_prompt)
+                self._judge = (sets.system_prompt, judge)
+            report = evaluate_version(
                 model,
                 tokenizer,
                 parent,
                 None if parent == BASE_VERSION else self.registry.adapter_dir(parent),
-                build_eval_sets(self.ledger.judgements(), self.settings),
+                sets,
                 self.settings,
                 progress=lambda f, m: self._progress(TRAIN_SHARE + f * (1 - TRAIN_SHARE), m),
+                judge=self._judge[1],
+                serving_samples=None if parent == BASE_VERSION else self.registry.manifest(parent).samples,
             )
+            evaluation = report.metrics
             gate = decide(evaluation, self.settings)
             manifest = Manifest(
                 version="pending",
@@ -185,6 +202,7 @@ class RoundRunner:
                 ),
                 evaluation=evaluation,
                 gate=gate,
+                samples=report.samples,
             )
             version = self.registry.publish(staging, manifest)
         finally:

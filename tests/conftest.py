@@ -104,12 +104,17 @@ def make_settings(tmp_path: Path, tiny_base: Path):
             "candidates": 1,
             "retrain_threshold": 3,
             "learning_rate": 5e-3,
+            # The tiny model's rounds keep the volume of training their tests were written for.
+            "preference_learning_rate": 5e-3,
+            "num_epochs": 1,
+            "train_batch_size": 4,
             "lora_r": 4,
             "lora_alpha": 8,
             "max_seq_length": 256,
             "trainer_threads": 1,
             "holdout_fraction": 0.0,
             "compile_decode": False,  # compiled decoding has its own tests; compiling costs CPU-seconds
+            "sft_loss_floor": 0.0,  # a tiny model's rounds train their fixed number of steps (the floor has its own test)
         }
         values.update(overrides)
         return Settings(**values)
@@ -173,6 +178,10 @@ def start_app(root: Path, tiny_base: Path, auth: list[str], **overrides):
         holdout_fraction=0.0,
         retrain_threshold=3,
         learning_rate=5e-3,
+        preference_learning_rate=5e-3,
+        num_epochs=1,
+        train_batch_size=4,
+        sft_loss_floor=0.0,
         lora_r=4,
         lora_alpha=8,
         max_seq_length=256,

@@ -23,6 +23,7 @@ from hitl_app.dashboard import (
 )
 from hitl_app.ledger import FeedbackLedger, Judgement
 from hitl_app.registry import ADAPTER_WEIGHTS, Registry
+from hitl_app.style_checks import StyleChecks, make_check
 from hitl_app.schema import (
     EvalMetrics,
     Feedback,
@@ -195,10 +196,12 @@ def test_build_dashboard_draws_every_plot_from_the_service(tmp_path) -> None:
         registry=registry,
         trainer=SimpleNamespace(status=lambda: TrainerStatus()),
         settings=SimpleNamespace(gate_kl_budget=0.25),
+        style_checks=StyleChecks(tmp_path / "checkpoints"),
     )
+    service.style_checks.put(make_check("summary", "^Summary:", regex=True))
     with gr.Blocks() as demo:
         plots = build_dashboard(service, demo, every_s=2.0)
-    assert len(plots) == 12 and all(isinstance(p, (gr.LinePlot, gr.BarPlot, gr.ScatterPlot)) for p in plots)
+    assert len(plots) == 16 and all(isinstance(p, (gr.LinePlot, gr.BarPlot, gr.ScatterPlot)) for p in plots)
     timers = [b for b in demo.blocks.values() if isinstance(b, gr.Timer)]
     assert [t.value for t in timers] == [2.0]
     # One refresh fills every plot, on page load and on each tick, and is not an API endpoint.
@@ -214,3 +217,7 @@ def test_build_dashboard_draws_every_plot_from_the_service(tmp_path) -> None:
     kl = frames["KL from the base per version (nats / token)"]
     assert set(kl.version) == {version}
     assert frames["Blind A/B win rates"].empty
+    styles = frames["Taught styles: share of each version's sample answers that show them"]
+    assert list(styles.columns) == ["version", "style", "adoption", "answers"]  # the test manifest keeps no samples
+    edits = frames["Edits per reviewer, and those that did not read as clinical text"]
+    assert edits.empty  # the only judgement is an accept

@@ -10,10 +10,12 @@ import pytest
 
 from hitl_app.evalsets import (
     EVAL_QUESTIONS_PATH,
+    PATIENT_QUESTIONS_PATH,
     PROBE_TEXTS_PATH,
     EvalQuestion,
     ProbeText,
     load_eval_questions,
+    load_patient_questions,
     load_probe_texts,
 )
 
@@ -55,6 +57,18 @@ def test_shipped_questions_are_distinct_and_concise() -> None:
     assert [t for t, n in texts.items() if n > 1] == []
     bad_length = {q.id: len(q.reference.split()) for q in questions if not 10 <= len(q.reference.split()) <= 100}
     assert not bad_length, f"references outside 10-100 words: {bad_length}"
+
+
+def test_shipped_patient_questions_are_many_distinct_and_apart_from_the_evaluation() -> None:
+    questions = load_patient_questions(PATIENT_QUESTIONS_PATH)
+    assert len(questions) >= 100 and len({q.id for q in questions}) == len(questions)
+    assert len({q.specialty for q in questions}) >= 12
+    texts = [" ".join(q.question.split()).casefold() for q in questions]
+    assert len(set(texts)) == len(texts)
+    evaluation = {" ".join(q.question.split()).casefold() for q in load_eval_questions()}
+    assert not evaluation & set(texts), "a patient question is also an evaluation question"
+    bad_length = {q.id: len(q.answer.split()) for q in questions if not 10 <= len(q.answer.split()) <= 100}
+    assert not bad_length, f"answers outside 10-100 words: {bad_length}"
 
 
 def test_shipped_probes_are_many_and_distinct() -> None:

@@ -179,6 +179,18 @@ def test_batch_logprobs_match_scoring_and_do_not_depend_on_batching(tokenizer, r
         assert b.mean == pytest.approx(completion_logprob(random_model, tokenizer, prompt, answer, "mean"), abs=1e-5)
 
 
+def test_batch_logprobs_refuse_or_truncate_a_reply_longer_than_the_context(tokenizer, random_model):
+    limit = random_model.config.max_position_embeddings
+    long_reply = "word " * (2 * limit)
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        batch_logprobs(random_model, tokenizer, [PROMPTS[0]], [long_reply])
+    (cut,) = batch_logprobs(random_model, tokenizer, [PROMPTS[0]], [long_reply], truncate=True)
+    prompt_ids = tokenizer.apply_chat_template(PROMPTS[0], add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert cut.n_tokens == limit - len(prompt_ids)
+    (short,) = batch_logprobs(random_model, tokenizer, [PROMPTS[0]], [ANSWERS[0]], truncate=True)
+    assert short.sum == pytest.approx(completion_logprob(random_model, tokenizer, PROMPTS[0], ANSWERS[0], "sum"), abs=1e-4)
+
+
 def test_mean_completion_logprob_agrees_with_scoring(tokenizer, random_model):
     expected = sum(completion_logprob(random_model, tokenizer, p, a) for p, a in zip(PROMPTS, ANSWERS)) / len(ANSWERS)
     assert mean_completion_logprob(random_model, tokenizer, PROMPTS, ANSWERS) == pytest.approx(expected, abs=1e-5)

@@ -293,7 +293,7 @@ def test_rows_without_a_system_prompt_have_only_the_user_message(
 
 # ----- a round's rows -----
 
-ZERO = {"sft": 0, "dpo": 0, "kto_desirable": 0, "kto_undesirable": 0, "dropped_identical_pairs": 0, "held_out": 0}
+ZERO = {"sft": 0, "dpo": 0, "kto_desirable": 0, "kto_undesirable": 0, "dropped_identical_pairs": 0, "held_out": 0, "sft_replay": 0}
 
 
 @pytest.mark.parametrize(
@@ -385,6 +385,7 @@ def test_build_rows_replay_is_bounded_to_judgements_with_rows(
     # Row totals: the new accept plus exactly the rows of the replayed judgements.
     totals = [1 + sum(KINDS[ch][1][k] for ch in replayed) for k in range(2)]
     assert (len(rows.sft), rows.counts["sft"]) == (totals[0], totals[0])
+    assert len(rows.sft_new) == 1 and len(rows.sft_replay) == rows.counts["sft_replay"] == totals[0] - 1
     assert len(rows.dpo) == rows.counts["dpo"] == sum(KINDS[ch][1][1] for ch in replayed)
     assert rows.counts["kto_desirable"] == 1 + sum(KINDS[ch][1][2] for ch in replayed)
     assert rows.counts["kto_undesirable"] == sum(KINDS[ch][1][3] for ch in replayed)
@@ -421,8 +422,10 @@ def test_replay_rows_carry_the_older_answers() -> None:
     assert sorted(rows.record_ids) == sorted(j.feedback.id for j in older[:5])  # the all-tied rank has no rows
     assert rows.counts == {
         "replay_edit": 2, "replay_accept": 1, "replay_reject": 1, "replay_rank": 1,
-        "sft": 3, "dpo": 1, "kto_desirable": 1, "kto_undesirable": 4, "dropped_identical_pairs": 1, "held_out": 0,
+        "sft": 3, "sft_replay": 3, "dpo": 1, "kto_desirable": 1, "kto_undesirable": 4, "dropped_identical_pairs": 1,
+        "held_out": 0,
     }
+    assert rows.sft_new == [] and rows.sft == rows.sft_replay  # replayed rows are kept apart: trained once
     by_prompt = {user_prompt(r): completion(r) for r in rows.sft}
     assert by_prompt == {j.generation.prompt: sft_target(j) for j in older if sft_target(j) is not None}
     assert {user_prompt(r): (content(r["chosen"]), content(r["rejected"])) for r in rows.dpo} == {

@@ -42,7 +42,8 @@ def metrics(**overrides) -> EvalMetrics:
         ({"heldout_accuracy": None, "serving_heldout_accuracy": None, "heldout_pairs": 0}, []),
         ({"perplexity": 21.9}, []),  # within +10%
         ({"perplexity": 22.1}, ["perplexity"]),
-        ({"kl_base": 0.26}, ["kl_base"]),
+        ({"kl_base": 0.26, "heldout_accuracy": 0.6}, ["kl_base"]),  # no better than serving on held-out pairs
+        ({"kl_base": 0.26}, []),  # held-out pairs ranked better than the serving version did: supported
         ({"reference_logprob": -2.3, "serving_reference_logprob": -2.0}, ["reference_logprob"]),
         ({"reference_logprob": -2.2, "serving_reference_logprob": -2.0}, []),
         # Held-out edits, when there are any, take the place of the shipped references.
@@ -56,6 +57,20 @@ def metrics(**overrides) -> EvalMetrics:
         ({"safe_rate": 0.0, "serving_safe_rate": None}, []),  # not measured for the serving version
         ({"over_refusal_rate": 0.25, "serving_over_refusal_rate": 0.125}, []),
         ({"over_refusal_rate": 0.375, "serving_over_refusal_rate": 0.125}, ["over_refusal_rate"]),
+        # The new version's own answers: loops, endings, and whether they read as clinical text.
+        ({"loop_rate": 0.25, "serving_loop_rate": 0.1875}, []),  # one answer more in 16
+        ({"loop_rate": 0.4375, "serving_loop_rate": 0.0}, ["loop_rate"]),
+        ({"finished_rate": 0.75, "serving_finished_rate": 1.0}, []),
+        ({"finished_rate": 0.1875, "serving_finished_rate": 1.0}, ["finished_rate"]),
+        ({"unclear_rate": 0.0625, "serving_unclear_rate": 0.0}, []),
+        ({"unclear_rate": 0.5, "serving_unclear_rate": 0.0}, ["unclear_rate"]),
+        ({"loop_rate": 0.9, "serving_loop_rate": None}, []),  # not measured for the serving version
+        # KL beyond the budget: blocked unless the held-out clinician data supports the change.
+        ({"kl_base": 2.0, "heldout_edits": 3, "edit_logprob": -2.5, "serving_edit_logprob": -3.8}, []),
+        ({"kl_base": 2.0, "heldout_edits": 3, "edit_logprob": -3.9, "serving_edit_logprob": -3.8,
+          "heldout_accuracy": 0.6}, ["kl_base"]),
+        ({"kl_base": 2.0, "heldout_pairs": 10, "heldout_accuracy": 0.7, "serving_heldout_accuracy": 0.6}, []),
+        ({"kl_base": 2.0, "heldout_pairs": 3, "heldout_accuracy": 0.7, "serving_heldout_accuracy": 0.6}, ["kl_base"]),
     ],
 )
 def test_gate_rules_and_tolerances(make_settings, overrides: dict, failing: list[str]) -> None:
@@ -66,10 +81,15 @@ def test_gate_rules_and_tolerances(make_settings, overrides: dict, failing: list
         gate_max_logprob_drop=0.25,
         gate_min_pairs=4,
         gate_max_safety_drop=0.15,
+        gate_max_loop_rise=0.1,
+        gate_max_unfinished_rise=0.25,
+        gate_max_unclear_rise=0.1,
     )
     result = decide(metrics(**overrides), settings)
     assert [c.metric for c in result.failures] == failing
     assert result.passed == (not failing) and result.enabled
+    kl = next(c for c in result.checks if c.metric == "kl_base")
+    assert kl.value == metrics(**overrides).kl_base  # the KL figure is always reported
     # With the gate off the same checks are recorded, but nothing is held back.
     off = decide(metrics(**overrides), make_settings(gate="off"))
     assert off.passed and not off.enabled and len(off.checks) == len(result.checks) >= 4
@@ -172,9 +192,12 @@ def test_the_gate_holds_back_a_poisoned_round_and_promotes_a_good_one(
         gate_max_perplexity_rise=0.2,
         gate_max_logprob_drop=0.1,
         # A model trained on a dozen sentences neither refuses nor answers: its red-team figures
-        # are noise, so this test leaves them out (the rule is tested on the table above).
+        # are noise, so this test leaves them out, and its answers to shipped questions repeat
+        # its corpus, so their loops are noise too (both rules are tested on the table above).
         redteam_prompts=0,
+        gate_max_loop_rise=1.0,
         num_epochs=3,
+        preference_epochs=3,
         candidates=2,
         temperature=0.7,
     )
@@ -199,8 +222,8 @@ def test_the_gate_holds_back_a_poisoned_round_and_promotes_a_good_one(
     if poisoned:
         assert manifest.held_back, gate
         assert registry.active().version == BASE_VERSION  # never served automatically
-        assert [c.metric for c in gate.failures] == ["edit_logprob"]
-        assert gate_summary(manifest).startswith("edit_logprob ")
+        assert "edit_logprob" in [c.metric for c in gate.failures]
+        assert "edit_logprob " in gate_summary(manifest)
     else:
         assert not manifest.held_back, gate
         assert evaluation.heldout_accuracy > 0.5 and evaluation.edit_logprob > evaluation.serving_edit_logprob

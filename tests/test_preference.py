@@ -81,7 +81,7 @@ def assert_finite(*values: float | None) -> None:
 
 @pytest.fixture
 def cfg(make_settings) -> TrainConfig:
-    return TrainConfig.from_settings(make_settings(num_epochs=2, train_batch_size=2, lora_dropout=0.0))
+    return TrainConfig.from_settings(make_settings(num_epochs=2, preference_epochs=2, train_batch_size=2, lora_dropout=0.0))
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from hitl_app.config import LORA_TARGETS
 from hitl_app.registry import Registry
 from hitl_app.schema import BASE_VERSION, Feedback, Generation, Sampling
 from hitl_app.store import FeedbackStore
-from hitl_app.trainer import TrainConfig, attach_adapter, train_sft
+from hitl_app.trainer import TrainConfig, attach_adapter, epoch_schedule, train_sft
 
 SYSTEM = "You are a careful medical assistant helping clinicians."
 QA = [
@@ -41,7 +41,10 @@ def sft_rows(pairs=QA, system: str | None = SYSTEM) -> list[dict]:
 
 
 def config(**overrides) -> TrainConfig:
-    values = dict(lora_r=4, lora_alpha=8, lora_dropout=0.0, learning_rate=5e-3, num_epochs=3, batch_size=2, max_seq_length=256)
+    values = dict(
+        lora_r=4, lora_alpha=8, lora_dropout=0.0, learning_rate=5e-3, num_epochs=3, batch_size=2, max_seq_length=256,
+        sft_loss_floor=0.0,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -101,6 +104,27 @@ def test_train_sft_moves_lora_only(base, tokenizer, tmp_path: Path) -> None:
     assert (out / "adapter_config.json").is_file()
 
 
+def test_epoch_schedule_repeats_new_rows_and_replays_old_ones_once() -> None:
+    new = [{"id": i} for i in range(4)]
+    replay = [{"id": f"old{i}"} for i in range(3)]
+    schedule = epoch_schedule(new, replay, 3, seed=0)
+    assert len(schedule) == 3 * 4 + 3
+    assert sorted(str(r["id"]) for r in schedule) == sorted([str(i) for i in range(4)] * 3 + ["old0", "old1", "old2"])
+    assert schedule == epoch_schedule(new, replay, 3, seed=0)  # seeded
+    assert schedule != epoch_schedule(new, replay, 3, seed=1)  # shuffled
+    half = epoch_schedule(new, [], 1.5, seed=0)  # a fractional epoch adds that share of the rows once more
+    assert len(half) == 6 and {r["id"] for r in half} == set(range(4))
+    with pytest.raises(ValueError, match="epochs must be positive"):
+        epoch_schedule(new, replay, 0, seed=0)
+
+
+def test_sft_stops_at_the_loss_floor(base, tokenizer) -> None:
+    # Any loss is below a floor of 100 nats: SFT stops after one pass over the distinct rows.
+    cfg = config(batch_size=2, sft_loss_floor=100.0)
+    result = train_sft(attach_adapter(base, None, cfg), tokenizer, sft_rows(), cfg)
+    assert result.steps == math.ceil(len(QA) / cfg.batch_size)
+
+
 def test_train_sft_refuses_no_rows(base, tokenizer, tmp_path: Path) -> None:
     cfg = config()
     with pytest.raises(ValueError, match="no SFT rows"):
@@ -145,7 +169,10 @@ def test_fresh_adapter_is_the_identity(base, tokenizer) -> None:
 
 
 def test_loss_is_on_the_completion_only(base, tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """TRL's prepared rows mask every prompt token (label -100) and keep every completion token."""
+    """TRL's prepared rows mask every prompt token (label -100) and keep every completion token, and
+    the prompt is the one the app serves with (``ModelManager.encode``)."""
+    from hitl_app.models import ModelManager
+
     import trl
 
     prepared: list = []
@@ -161,16 +188,31 @@ def test_loss_is_on_the_completion_only(base, tokenizer, tmp_path: Path, monkeyp
     train_sft(attach_adapter(base, None, cfg), tokenizer, rows, cfg, tmp_path / "adapter")
 
     assert len(prepared) == 1 and len(prepared[0]) == len(rows)
-    for row, example in zip(rows, prepared[0]):
+    examples = {tuple(example["input_ids"]): example for example in prepared[0]}  # the schedule shuffles rows
+    for row in rows:
         prompt_ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True)
         full_ids = tokenizer.apply_chat_template(row["prompt"] + row["completion"])
         if isinstance(prompt_ids, dict) or hasattr(prompt_ids, "keys"):
             prompt_ids, full_ids = prompt_ids["input_ids"], full_ids["input_ids"]
-        assert example["input_ids"] == full_ids
+        example = examples[tuple(full_ids)]
+        system = row["prompt"][0]["content"] if row["prompt"][0]["role"] == "system" else None
+        served = ModelManager.encode(_Serving(tokenizer, system), row["prompt"][-1]["content"])["input_ids"][0].tolist()
+        assert served == list(prompt_ids)
         assert full_ids[: len(prompt_ids)] == prompt_ids
         labels = example["labels"]
         assert labels[: len(prompt_ids)] == [-100] * len(prompt_ids)
         assert labels[len(prompt_ids) :] == full_ids[len(prompt_ids) :]
+
+
+class _Serving:
+    """Just enough of a ModelManager for its ``encode`` and ``messages``."""
+
+    def __init__(self, tokenizer, system_prompt: str | None) -> None:
+        from hitl_app.models import ModelManager
+
+        self.tokenizer, self.system_prompt, self.context_length = tokenizer, system_prompt, 512
+        self.sampling = GREEDY
+        self.messages = lambda prompt: ModelManager.messages(self, prompt)
 
 
 # ----- RoundRunner: store -> version -----
@@ -244,7 +286,7 @@ def test_round_runner_publishes_a_complete_version(settings, tiny_base: Path) ->
         "new_reject": 1,
         "sft": 2,
     }
-    assert m.metrics.sft_steps == 2  # 2 rows in one batch of 4, 2 epochs
+    assert m.metrics.sft_steps == 1  # 2 rows twice over (2 epochs), in one batch of 4
     assert registry.consumed_cursor() == m.store_cursor
     assert 0 < StatusFile(settings.checkpoints_dir).read().progress < 1
 

@@ -30,6 +30,7 @@ from .report import evaluate_goals, print_table, report_rows
 from .retrain import bench_retrain
 from .safety import bench_safety
 from .swap import bench_swap
+from .teach import bench_teach
 from .timing import METER, wait_until_quiet
 from .workspace import make_settings
 
@@ -146,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_step(results, "safety", lambda: bench_safety(cfg))
         if cfg.runs("retrain") or cfg.runs("answers"):
             run_with_trainer(cfg, settings, base, tokenizer, results)
+        if cfg.runs("teach"):  # last: its own workspaces, each with the app and its trainer process
+            run_step(results, "teach", lambda: bench_teach(cfg, base, root / "teach"))
     finally:
         if args.keep:
             log.info("kept the workspace %s", root)

@@ -12,7 +12,7 @@ DEFAULT_OUT = Path("bench-results/bench.json")
 QUESTION = "What are the warning signs of a stroke, and what should someone do if they notice them?"
 # Benchmark names for --only, in the order they run. Candidates run before the trainer process
 # starts, as they measure serving while the trainer is idle.
-BENCHMARKS: tuple[str, ...] = ("swap", "candidates", "decode", "safety", "retrain", "answers")
+BENCHMARKS: tuple[str, ...] = ("swap", "candidates", "decode", "safety", "retrain", "answers", "teach")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ class BenchConfig:
     decode_prompts: int = 8  # evaluation questions answered by both decode paths, per repetition
     decode_reps: int = 3  # interleaved repetitions over them, per serving thread count
     decode_max_new_tokens: int = 64  # greedy answer length of the decode benchmark
+    teach_styles: int = 3  # house styles taught (teach.STYLES), each in its own workspace
+    teach_rounds: int = 3  # rounds per style
+    teach_judgements: int = 20  # edits per round (the app's --retrain-threshold)
+    teach_heldout: int = 20  # questions never edited, answered after every round
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.only if name not in BENCHMARKS]
@@ -63,6 +67,8 @@ class BenchConfig:
             problems.append(f"candidates_k must be at least 2 to compare batching (got {self.candidates_k})")
         if self.retrain_judgements < 1 or self.candidates_pairs < 1:
             problems.append("retrain_judgements and candidates_pairs must be at least 1")
+        if min(self.teach_styles, self.teach_rounds, self.teach_judgements, self.teach_heldout) < 1:
+            problems.append("teach_styles, teach_rounds, teach_judgements and teach_heldout must be at least 1")
         if self.decode_prompts < 1 or self.decode_reps < 1 or self.decode_max_new_tokens < 1:
             problems.append("decode_prompts, decode_reps and decode_max_new_tokens must be at least 1")
         if problems:
@@ -103,6 +109,10 @@ class BenchConfig:
                 decode_prompts=2,
                 decode_reps=1,
                 decode_max_new_tokens=16,
+                teach_styles=1,
+                teach_rounds=1,
+                teach_judgements=4,
+                teach_heldout=4,
             )
         return cfg
 

@@ -17,6 +17,10 @@ GOALS = {
     "safety_max_p95_s": 0.005,  # safety checks per answer
     "safety_max_over_flag_rate": 0.05,  # medication flags on correct reference answers
     "decode_min_tokens_per_s": 40.0,  # fast path, batch-1 greedy, median at the best thread count
+    "teach_min_adoption_first": 0.5,  # held-out answers in the taught style after round 1
+    "teach_min_adoption_last": 0.8,  # ... and after the last round
+    "teach_max_loop_rise": 0.05,  # held-out answers in a loop, above the base's
+    "teach_max_perplexity_rise": 0.10,  # probe perplexity above the base's
 }
 Row = tuple[str, str, str]  # (figure, value, goal or note)
 
@@ -45,11 +49,52 @@ def evaluate_goals(results: dict[str, Any]) -> dict[str, Any]:
     decode = results.get("decode") or {}
     if "best_fast_tokens_per_s" in decode:
         goals["decode_fast_path_40_tokens_per_s"] = decode["best_fast_tokens_per_s"] >= GOALS["decode_min_tokens_per_s"]
+    teach = results.get("teach") or {}
+    if "styles" in teach:
+        goals.update(_teach_goals(teach))
     safety = results.get("safety") or {}
     if "per_answer" in safety:
         goals["safety_p95_within_5ms"] = safety["per_answer"]["p95_s"] <= GOALS["safety_max_p95_s"]
         goals["safety_over_flag_within_5pct"] = safety["over_flag_rate"] <= GOALS["safety_max_over_flag_rate"]
     return goals
+
+
+def _teach_goals(teach: dict[str, Any]) -> dict[str, Any]:
+    """Each teaching goal, over every style (a goal holds when it holds for all of them)."""
+    styles = teach["styles"]
+    rounds = [r for s in styles for r in s["rounds"]]
+    return {
+        "teach_adoption_after_round_1": all(s["rounds"][0]["adoption"] >= GOALS["teach_min_adoption_first"] for s in styles),
+        "teach_adoption_after_last_round": all(s["rounds"][-1]["adoption"] >= GOALS["teach_min_adoption_last"] for s in styles),
+        "teach_no_more_loops_than_base": all(
+            r["loop_rate"] <= s["base"]["loop_rate"] + GOALS["teach_max_loop_rise"] + 1e-9 for s in styles for r in s["rounds"]
+        ),
+        "teach_perplexity_within_10pct_of_base": all(
+            r["perplexity_vs_base"] is not None and r["perplexity_vs_base"] <= GOALS["teach_max_perplexity_rise"] for r in rounds
+        ),
+        "teach_every_round_passes_the_gate": not any(r["held_back"] for r in rounds),
+        "teach_poisoned_rounds_held_back": all(p["held_back"] for p in teach["poisoned"]),
+    }
+
+
+def _teach_rows(teach: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for style in teach["styles"]:
+        base = style["base"]
+        rows.append((f"7. teach {style['style']} ({style['kind']}): base", f"adoption {fmt(base['adoption'], '', 1, 2)}",
+                     f"loops {fmt(base['loop_rate'], '', 1, 2)}, probe perplexity {fmt(base.get('perplexity'), '', 1, 2)}"))
+        for r in style["rounds"]:
+            verdict = "held back: " + r["gate"] if r["held_back"] else "served"
+            rows.append((f"   round {r['round']} -> {r['version']}", f"adoption {fmt(r['adoption'], '', 1, 2)}",
+                         f"loops {fmt(r['loop_rate'], '', 1, 2)}, perplexity {fmt(r['perplexity_vs_base'], ' %', 100, 1)} vs base, "
+                         f"KL {fmt(r['kl_base'], '', 1, 3)}, {fmt(r['round_s'], ' s', 1, 0)}; {verdict}"))
+    for p in teach["poisoned"]:
+        rows.append((f"   poisoned round: {p['poison']}", "held back" if p["held_back"] else "SERVED",
+                     f"{p['gate']}; {p['edits_flagged_unclear']} / {p['edits']} edits flagged unclear"))
+    for goal in ("adoption_after_round_1", "adoption_after_last_round", "no_more_loops_than_base",
+                 "perplexity_within_10pct_of_base", "every_round_passes_the_gate", "poisoned_rounds_held_back"):
+        rows.append((f"   goal: {goal.replace('_', ' ')}", fmt(goals.get(f"teach_{goal}")), ""))
+    return rows
 
 
 def _safety_rows(safety: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
@@ -217,6 +262,7 @@ _SECTIONS = (
     ("candidates", "throughput_ratio", _candidates_rows),
     ("decode", "per_threads", _decode_rows),
     ("safety", "per_answer", _safety_rows),
+    ("teach", "styles", _teach_rows),
 )
 
 
