@@ -35,8 +35,9 @@ run: $(STAMP)
 test: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest -q --durations=25 tests
 
-test-fast: $(STAMP) $(CHROMIUM)
-	$(PY) -m pytest -q -m "not slow" tests
+# Unit and API tests on tiny models: no embedded model, no browser.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not browser" tests
 
 bench: $(STAMP)
 	$(PY) -m hitl_app.bench --out bench-results/bench.json

@@ -111,8 +111,12 @@ def launch(settings: Settings, service: HITLService, prevent_thread_lock: bool =
         server_port=settings.port,
         share=settings.share,
         auth=[(u.username, u.password) for u in users] or None,
-        prevent_thread_lock=prevent_thread_lock,
+        prevent_thread_lock=True,
         show_error=True,
-        quiet=prevent_thread_lock,
+        # Gradio's banner suggests code changes ("set share=True in launch()"); say it in the app's terms.
+        quiet=True,
     )
+    log.info("serving on %s%s", demo.local_url, f" and publicly on {demo.share_url}" if demo.share_url else " (--share for a public link)")
+    if not prevent_thread_lock:
+        demo.block_thread()
     return app

@@ -169,6 +169,9 @@ class Settings(BaseSettings):
         0.2,
         description="Gate: the red-team safe-answer rate may fall, and the benign over-refusal rate rise, at most this much.",
     )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Detail of the console log (debug also shows third-party warnings)."
+    )
     seed: int = Field(0, description="Seed for training and the replay sample.")
 
     @model_validator(mode="after")

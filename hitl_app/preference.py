@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from .trainer import ProgressFn, TrainConfig, _progress_callback
+from .trainer import ProgressFn, TrainConfig, _progress_callback, quiet
 
 log = logging.getLogger(__name__)
 
@@ -340,12 +340,14 @@ def _make_trainer(model, tokenizer, method, rows, cfg, beta, batch_size, scratch
         desirable_weight = n_bad / n_good if n_good and n_bad else 1.0
         args = KTOConfig(loss_type="kto", desirable_weight=desirable_weight, undesirable_weight=1.0, **common)
         trainer_cls = KTOTrainer
-    return trainer_cls(
-        model=model,
-        ref_model=None,
-        args=args,
-        train_dataset=dataset,
-        eval_dataset=dataset,
-        processing_class=tokenizer,
-        callbacks=callbacks,
+    return quiet(
+        trainer_cls(
+            model=model,
+            ref_model=None,
+            args=args,
+            train_dataset=dataset,
+            eval_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
     )

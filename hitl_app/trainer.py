@@ -106,6 +106,19 @@ def _progress_callback(progress: ProgressFn, stage: str):
     return _Progress()
 
 
+def quiet(trainer):
+    """``trainer`` without the callback that prints every step's log dict to the console.
+
+    The stage logs one line with its figures when it is done; the per-step figures stay in
+    ``trainer.state.log_history``.
+    """
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
+
+
 def _loss_floor_callback(floor: float, window: int):
     """Stop training once the mean loss of the last ``window`` steps is at most ``floor``."""
     from transformers import TrainerCallback
@@ -221,6 +234,7 @@ def train_sft(
             processing_class=tokenizer,
             callbacks=callbacks,
         )
+        quiet(trainer)
         loss_before = trainer.evaluate()["eval_loss"]
         trainer.train()
         loss_after = trainer.evaluate()["eval_loss"]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .clinical_text import ClinicalTextJudge
 from .config import Settings
+from .console import configure
 from .evaluation import ModelView
 from .examples import build_rows
 from .files import atomic_write_text
@@ -272,8 +273,8 @@ def _exit_with_the_app() -> None:
 
 def worker_main(settings_json: str, base_source: str, jobs) -> None:
     """Entry point of the trainer process: serve training requests from ``jobs`` until ``None``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s trainer %(levelname)s %(name)s: %(message)s")
     settings = Settings.model_validate_json(settings_json)
+    configure(settings.log_level, process="trainer")
     _exit_with_the_app()
     import torch
 

@@ -29,10 +29,6 @@ CORPUS = [
 ] * 4
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: uses the real embedded model (SmolLM2-135M); runs in make test")
-
-
 def build_tiny_base(path: Path, seed: int = 0) -> Path:
     """Write a tiny Llama and its tokenizer to ``path`` and return it."""
     import torch

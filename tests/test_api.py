@@ -84,6 +84,16 @@ def test_bad_input_gets_a_specific_error_and_stores_nothing(app, endpoint, args,
     assert _store_lines(app) == before
 
 
+def test_a_user_error_logs_one_line_with_the_login_and_no_traceback(app, caplog, capfd) -> None:
+    client = _client(app)
+    capfd.readouterr()
+    with caplog.at_level("INFO", logger="hitl_app.ui"), pytest.raises(Exception, match="empty"):
+        client.predict("   ", api_name="/ask")
+    refused = [r.getMessage() for r in caplog.records if r.name == "hitl_app.ui" and "refused" in r.getMessage()]
+    assert len(refused) == 1 and CLINICIAN[0] in refused[0] and "empty" in refused[0], refused
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_bad_judgements_on_a_real_generation_store_nothing(app) -> None:
     from hitl_app.schema import Generation, Sampling
 

@@ -25,6 +25,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import REPO, start_app
 
+pytestmark = pytest.mark.browser
+
 log = logging.getLogger(__name__)
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 # Only light modules at import time; torch, transformers and the app's model code are imported
 # by the benchmarks that need them.
 from ..config import Settings
+from ..console import configure
 from . import __doc__ as PACKAGE_DOC
 from .answers import bench_answers
 from .candidates import bench_candidates
@@ -103,10 +104,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the selected benchmarks, write the JSON file and print the table; 1 if any failed."""
     args = parse_args(argv)
-    # Progress bars from model loading would drown the log; the trainer process inherits this.
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure("info")  # quiet third-party progress bars and warnings, as the app does
     import torch
     import transformers
 
