@@ -502,8 +502,11 @@ class HITLService:
                     "created_at": m.created_at.isoformat(timespec="seconds"),
                     "new_judgements": len(m.new_record_ids),
                     "sft_rows": counts.get("sft", 0),
-                    "dpo_rows": counts.get("dpo", 0),
-                    "kto_rows": counts.get("kto_desirable", 0) + counts.get("kto_undesirable", 0),
+                    # Only the kind the preference stage trained on: the other kind was built but not used.
+                    "dpo_rows": counts.get("dpo", 0) if pref and pref.method == "dpo" else None,
+                    "kto_rows": counts.get("kto_desirable", 0) + counts.get("kto_undesirable", 0)
+                    if pref and pref.method == "kto"
+                    else None,
                     "dropped_pairs": counts.get("dropped_identical_pairs", 0),
                     "loss_before": m.metrics.train_loss_before,
                     "loss_after": m.metrics.train_loss_after,

@@ -26,9 +26,11 @@ log = logging.getLogger(__name__)
 MODEL_QUEUE = "model"  # every event that generates shares one queue slot: the model is one resource
 STATUS_REFRESH_S = 2.0
 # service.versions() key -> column header of the Versions tab
+# Status and the gate's verdict come first: they are what an admin reads before anything else.
 VERSION_COLUMNS = {
     "version": "version",
-    "serving": "serving",
+    "status": "status",
+    "gate": "gate",
     "parent": "parent",
     "created_at": "created",
     "new_judgements": "new judgements",
@@ -43,8 +45,6 @@ VERSION_COLUMNS = {
     "reward_accuracy": "reward accuracy",
     "reward_margin": "reward margin",
     "kl": "KL to base (train)",
-    "status": "status",
-    "gate": "gate",
     "heldout_pairs": "held-out pairs",
     "heldout_accuracy": "held-out accuracy",
     "edit_logprob": "held-out edit log-prob",
@@ -61,7 +61,16 @@ VERSION_COLUMNS = {
 
 
 def _user_errors(fn: Callable) -> Callable:
-    """Show a ``UserError`` to the user as ``gr.Error``; anything else is logged as a defect."""
+    """Show a ``UserError`` to the user as ``gr.Error``; anything else is logged as a defect.
+
+    A user error is the user's to fix, not a defect: it is logged as one line with the login and
+    the message, without Gradio's traceback.
+    """
+
+    def refused(exc: UserError, args: tuple, kwargs: dict) -> gr.Error:
+        request = next((a for a in (*args, *kwargs.values()) if isinstance(a, gr.Request)), None)
+        log.info("%s refused for %s: %s", fn.__name__, getattr(request, "username", None) or "anonymous", exc)
+        return gr.Error(str(exc), print_exception=False)
 
     if inspect.isgeneratorfunction(fn):
 
@@ -70,7 +79,7 @@ def _user_errors(fn: Callable) -> Callable:
             try:
                 yield from fn(*args, **kwargs)
             except UserError as exc:
-                raise gr.Error(str(exc)) from exc
+                raise refused(exc, args, kwargs) from exc
 
         return gen_wrapper
 
@@ -79,9 +88,18 @@ def _user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refused(exc, args, kwargs) from exc
 
     return wrapper
+
+
+def progress_html(fraction: float) -> str:
+    """The status panel's training progress: a native progress bar with its percentage."""
+    percent = round(100 * min(max(fraction, 0.0), 1.0))
+    return (
+        f'<label>Training progress <progress max="100" value="{percent}" style="width:100%">{percent}%</progress> '
+        f"{percent}%</label>"
+    )
 
 
 def decoding_line(fast: dict | None) -> str:
@@ -203,7 +221,7 @@ class _Handlers:
         if s["corrupt_lines"]:
             lines.append(f"**Store:** {s['corrupt_lines']} corrupt line(s) skipped (see the log)")
         lines.append(decoding_line(s["fast_path"]))
-        return "\n\n".join(lines), round(100 * t["progress"], 1)
+        return "\n\n".join(lines), progress_html(t["progress"] if t["state"] == "training" else 0.0)
 
     def retrain(self, request: gr.Request, progress=gr.Progress()) -> str:
         self.service.retrain(self.caller(request))
@@ -389,28 +407,28 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
                         ask_btn = gr.Button("Ask", variant="primary", elem_id="ask", scale=3)
                     current = gr.State(None)
                     boxes, ranks = [], []
-                    with gr.Row(equal_height=True):
-                        for i in range(MAX_CANDIDATES):
-                            with gr.Column(min_width=200):
-                                shown = i < service.settings.candidates
-                                boxes.append(
-                                    gr.Textbox(
-                                        label=_candidate_label(i, service.models.version),
-                                        lines=8,
-                                        interactive=False,
-                                        visible=shown,
-                                        elem_id=f"answer-{i}",
-                                    )
-                                )
-                                ranks.append(
-                                    gr.Dropdown(
-                                        label="Rank (1 = best)",
-                                        choices=[str(r + 1) for r in range(MAX_CANDIDATES)],
-                                        value=None,
-                                        visible=shown and service.settings.candidates > 1,
-                                        elem_id=f"rank-{i}",
-                                    )
-                                )
+                    # Each candidate across the page, its rank under it: answers are read, not scrolled
+                    # in narrow boxes. No row per candidate, so hidden candidates leave no gap.
+                    for i in range(MAX_CANDIDATES):
+                        shown = i < service.settings.candidates
+                        boxes.append(
+                            gr.Textbox(
+                                label=_candidate_label(i, service.models.version),
+                                lines=6,
+                                interactive=False,
+                                visible=shown,
+                                elem_id=f"answer-{i}",
+                            )
+                        )
+                        ranks.append(
+                            gr.Dropdown(
+                                label=f"Rank of candidate {i + 1} (1 = best)",
+                                choices=[str(r + 1) for r in range(MAX_CANDIDATES)],
+                                value=None,
+                                visible=shown and service.settings.candidates > 1,
+                                elem_id=f"rank-{i}",
+                            )
+                        )
                     with gr.Row():
                         all_bad = gr.Checkbox(
                             label="All unacceptable", visible=service.settings.candidates > 1, elem_id="all-bad"
@@ -472,7 +490,7 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
             with gr.Column(scale=1):
                 gr.Markdown("### Status")
                 status_md = gr.Markdown(elem_id="status")
-                progress_bar = gr.Slider(0, 100, value=0, label="Training progress (%)", interactive=False)
+                progress_bar = gr.HTML(progress_html(0.0), elem_id="training-progress")
                 retrain_btn = gr.Button("Retrain now (admin)", elem_id="retrain")
                 retrain_result = gr.Textbox(label="Retrain", interactive=False, elem_id="retrain-result")
 
