@@ -56,6 +56,11 @@ def embedded_gguf_path() -> Path:
     return path
 
 
+def is_converted(base_dir: Path) -> bool:
+    """Whether ``base_dir`` holds a complete conversion (its manifest is written last)."""
+    return (Path(base_dir) / "manifest.json").is_file()
+
+
 def ensure_embedded_base(base_dir: Path) -> Path:
     """Convert the embedded GGUF into ``base_dir`` unless a complete conversion is already there.
 
@@ -66,14 +71,14 @@ def ensure_embedded_base(base_dir: Path) -> Path:
         ModelWheelMissing: the wheel is not installed.
     """
     base_dir = Path(base_dir)
-    if (base_dir / "manifest.json").is_file():
+    if is_converted(base_dir):
         return base_dir
     gguf = embedded_gguf_path()
     base_dir.parent.mkdir(parents=True, exist_ok=True)
     # Two processes starting at once (the app and a benchmark, say) must not convert into the
     # same folder together: the second waits, then finds the finished conversion.
     with FileLock(str(base_dir) + ".lock"):
-        if (base_dir / "manifest.json").is_file():
+        if is_converted(base_dir):
             return base_dir
         _convert(gguf, base_dir)
     return base_dir

@@ -15,22 +15,14 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from tests.conftest import REPO, api_client, start_app, wait_for
+from tests.helpers import ADMIN, CLINICIAN, REPO, api_client, wait_for
 
-ADMIN = ("admin", "admin-pw")
-CLINICIAN = ("drlee", "lee-pw")
 ENDPOINTS = [
     "ask", "accept", "edit", "reject", "rank", "status", "retrain", "activate", "versions",
     "compare", "vote", "comparison", "compare_results", "styles", "style_check", "remove_style_check",
 ]
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path):
-    auth = [f"{ADMIN[0]}:{ADMIN[1]}:admin", f"{CLINICIAN[0]}:{CLINICIAN[1]}"]
-    running = start_app(tmp_path_factory.mktemp("api"), tiny_base, auth)
-    yield running
-    running.close()
 
 
 def _client(app, auth=CLINICIAN) -> Client:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.conftest import REPO, start_app
+from tests.helpers import ADMIN, CLINICIAN, REPO
 
 pytestmark = pytest.mark.browser
 
@@ -42,8 +42,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = REPO / "test-artifacts" / "browser"
-ADMIN = ("admin", "admin-pw")
-CLINICIAN = ("drlee", "lee-pw")
 UI_TIMEOUT_MS = 30_000
 RETRAIN_TIMEOUT_MS = 120_000
 STEP_DELAY_S = 0.05  # per decoding step while the stream is watched: an answer takes about 2 s
@@ -97,24 +95,19 @@ def _teach(source: Path, target: Path, lessons: dict[str, str], max_steps: int =
     return target
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path):
-    root = tmp_path_factory.mktemp("browser")
-    taught = _teach(tiny_base, root / "taught-base", LESSONS)
-    auth = [f"{ADMIN[0]}:{ADMIN[1]}:admin", f"{CLINICIAN[0]}:{CLINICIAN[1]}"]
-    running = start_app(
-        root,
-        taught,
-        auth,
-        auto_retrain=False,  # the admin starts the round from the UI
-        gate="off",  # the tiny model's round is served whatever its figures
-        redteam_prompts=0,
-        eval_probe_prompts=2,
-        max_new_tokens=48,
-        temperature=0.0,  # greedy: the taught answer on every run
-    )
-    yield running
-    running.close()
+def APP_BASE(root: Path, tiny_base: Path) -> Path:
+    """The tiny base taught the lessons, so answers are the known ones."""
+    return _teach(tiny_base, root / "taught-base", LESSONS)
+
+
+APP_OPTIONS = {
+    "auto_retrain": False,  # the admin starts the round from the UI
+    "gate": "off",  # the tiny model's round is served whatever its figures
+    "redteam_prompts": 0,
+    "eval_probe_prompts": 2,
+    "max_new_tokens": 48,
+    "temperature": 0.0,  # greedy: the taught answer on every run
+}
 
 
 @pytest.fixture(scope="module")

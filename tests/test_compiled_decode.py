@@ -19,7 +19,7 @@ from torch._dynamo.utils import counters
 from hitl_app.compiled_decode import CompiledDecoder, default_buckets
 from hitl_app.models import ModelManager
 from hitl_app.schema import BASE_VERSION, Sampling
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.test_fastpath import PROMPTS, SAMPLED, answers, make_manager, published  # noqa: F401 (a fixture)
 
 BUCKET = 128  # holds the tiny tokenizer's prompts (under 100 tokens) and 10 new tokens

@@ -28,7 +28,7 @@ from hitl_app.registry import Registry
 from hitl_app.schema import Feedback, Generation
 from hitl_app.store import FeedbackStore
 from hitl_app.worker import STATUS_FILE
-from tests.conftest import REPO, api_client, free_port, wait_for
+from tests.helpers import REPO, api_client, free_port, wait_for
 
 log = logging.getLogger(__name__)
 

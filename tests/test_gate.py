@@ -151,7 +151,7 @@ def fluent_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tests.conftest import CORPUS, build_tiny_base
+    from tests.helpers import CORPUS, build_tiny_base
 
     path = build_tiny_base(tmp_path_factory.mktemp("fluent-base"))
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -176,7 +176,7 @@ def test_the_gate_holds_back_a_poisoned_round_and_promotes_a_good_one(
     from hitl_app import version_eval
     from hitl_app.evalsets import ProbeText
     from hitl_app.worker import RoundRunner
-    from tests.conftest import CORPUS
+    from tests.helpers import CORPUS
 
     # The tiny model's world is its corpus: measure its perplexity there.
     probes = [ProbeText(id=f"p{i}", topic="corpus", text=t) for i, t in enumerate(sorted(set(CORPUS)))]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from hitl_app.schema import Feedback, Generation, Sampling
-from tests.conftest import api_client, start_app
+from tests.helpers import api_client
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +25,8 @@ JUDGEMENTS = 200
 USERS = [(f"dr{i:02d}", f"pw-{i:02d}") for i in range(CLIENTS)]
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path):
-    running = start_app(
-        tmp_path_factory.mktemp("load"), tiny_base, [f"{u}:{p}" for u, p in USERS], auto_retrain=False
-    )
-    yield running
-    running.close()
+APP_AUTH = [f"{u}:{p}" for u, p in USERS]
+APP_OPTIONS = {"auto_retrain": False}
 
 
 def test_r1_concurrent_clients_lose_and_duplicate_nothing(app) -> None:

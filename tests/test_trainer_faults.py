@@ -16,10 +16,8 @@ from gradio_client import Client
 
 from hitl_app.ui import _Handlers
 from hitl_app.worker import FAULT_ENV
-from tests.conftest import api_client, start_app, wait_for
+from tests.helpers import ADMIN, CLINICIAN, api_client, wait_for
 
-ADMIN = ("admin", "admin-pw")
-CLINICIAN = ("drlee", "lee-pw")
 FAULTS = {
     "exception": "RuntimeError: injected trainer fault",
     "oom": "OutOfMemoryError: injected out-of-memory",
@@ -27,12 +25,7 @@ FAULTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path):
-    auth = [f"{ADMIN[0]}:{ADMIN[1]}:admin", f"{CLINICIAN[0]}:{CLINICIAN[1]}"]
-    running = start_app(tmp_path_factory.mktemp("faults"), tiny_base, auth, auto_retrain=False, gate="off")
-    yield running
-    running.close()
+APP_OPTIONS = {"auto_retrain": False, "gate": "off"}
 
 
 
