@@ -55,6 +55,9 @@ class BenchConfig:
     teach_rounds: int = 3  # rounds per style
     teach_judgements: int = 20  # edits per round (the app's --retrain-threshold)
     teach_heldout: int = 20  # questions never edited, answered after every round
+    # A teaching round trains 45-60 SFT steps and a preference stage at batch 1, then evaluates:
+    # 10-15 minutes on 2 busy cores, so the retrain benchmark's limit is too short for it.
+    teach_round_timeout_s: float = 3600.0
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.only if name not in BENCHMARKS]

@@ -60,38 +60,49 @@ def evaluate_goals(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def _teach_goals(teach: dict[str, Any]) -> dict[str, Any]:
-    """Each teaching goal, over every style (a goal holds when it holds for all of them)."""
+    """Each teaching goal, over every style (a goal holds when it holds for all of them).
+
+    A style or poisoned round that failed, or ran fewer rounds than asked, fails every goal it bears on.
+    """
     styles = teach["styles"]
+    complete = all("error" not in s and len(s["rounds"]) == teach["rounds_per_style"] for s in styles)
     rounds = [r for s in styles for r in s["rounds"]]
     return {
-        "teach_adoption_after_round_1": all(s["rounds"][0]["adoption"] >= GOALS["teach_min_adoption_first"] for s in styles),
-        "teach_adoption_after_last_round": all(s["rounds"][-1]["adoption"] >= GOALS["teach_min_adoption_last"] for s in styles),
-        "teach_no_more_loops_than_base": all(
+        "teach_every_round_ran": complete,
+        "teach_adoption_after_round_1": complete and all(s["rounds"][0]["adoption"] >= GOALS["teach_min_adoption_first"] for s in styles),
+        "teach_adoption_after_last_round": complete and all(s["rounds"][-1]["adoption"] >= GOALS["teach_min_adoption_last"] for s in styles),
+        "teach_no_more_loops_than_base": complete and all(
             r["loop_rate"] <= s["base"]["loop_rate"] + GOALS["teach_max_loop_rise"] + 1e-9 for s in styles for r in s["rounds"]
         ),
-        "teach_perplexity_within_10pct_of_base": all(
+        "teach_perplexity_within_10pct_of_base": complete and all(
             r["perplexity_vs_base"] is not None and r["perplexity_vs_base"] <= GOALS["teach_max_perplexity_rise"] for r in rounds
         ),
-        "teach_every_round_passes_the_gate": not any(r["held_back"] for r in rounds),
-        "teach_poisoned_rounds_held_back": all(p["held_back"] for p in teach["poisoned"]),
+        "teach_every_round_passes_the_gate": complete and not any(r["held_back"] for r in rounds),
+        "teach_poisoned_rounds_held_back": all("error" not in p and p["held_back"] for p in teach["poisoned"]),
     }
 
 
 def _teach_rows(teach: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     for style in teach["styles"]:
-        base = style["base"]
-        rows.append((f"7. teach {style['style']} ({style['kind']}): base", f"adoption {fmt(base['adoption'], '', 1, 2)}",
-                     f"loops {fmt(base['loop_rate'], '', 1, 2)}, probe perplexity {fmt(base.get('perplexity'), '', 1, 2)}"))
+        base = style.get("base")
+        rows.append((f"7. teach {style['style']} ({style['kind']}): base",
+                     f"adoption {fmt(base['adoption'], '', 1, 2)}" if base else "-",
+                     f"loops {fmt(base['loop_rate'], '', 1, 2)}, probe perplexity {fmt(base.get('perplexity'), '', 1, 2)}" if base else ""))
         for r in style["rounds"]:
             verdict = "held back: " + r["gate"] if r["held_back"] else "served"
             rows.append((f"   round {r['round']} -> {r['version']}", f"adoption {fmt(r['adoption'], '', 1, 2)}",
                          f"loops {fmt(r['loop_rate'], '', 1, 2)}, perplexity {fmt(r['perplexity_vs_base'], ' %', 100, 1)} vs base, "
                          f"KL {fmt(r['kl_base'], '', 1, 3)}, {fmt(r['round_s'], ' s', 1, 0)}; {verdict}"))
+        if "error" in style:
+            rows.append(("   FAILED", style["error"][:60], ""))
     for p in teach["poisoned"]:
+        if "error" in p:
+            rows.append((f"   poisoned round: {p['poison']}", "FAILED", p["error"][:60]))
+            continue
         rows.append((f"   poisoned round: {p['poison']}", "held back" if p["held_back"] else "SERVED",
                      f"{p['gate']}; {p['edits_flagged_unclear']} / {p['edits']} edits flagged unclear"))
-    for goal in ("adoption_after_round_1", "adoption_after_last_round", "no_more_loops_than_base",
+    for goal in ("every_round_ran", "adoption_after_round_1", "adoption_after_last_round", "no_more_loops_than_base",
                  "perplexity_within_10pct_of_base", "every_round_passes_the_gate", "poisoned_rounds_held_back"):
         rows.append((f"   goal: {goal.replace('_', ' ')}", fmt(goals.get(f"teach_{goal}")), ""))
     return rows

@@ -185,21 +185,21 @@ def teach_style(style: Style, cfg: BenchConfig, base: Path, root: Path, seed: in
     random.Random(seed).shuffle(pool)
     held = [q for q, _ in pool[: cfg.teach_heldout]]
     training = pool[cfg.teach_heldout :]
+    result: dict[str, Any] = {"style": style.name, "kind": style.kind, "base": None, "rounds": []}
     loop = _Loop(teach_settings(root, base, cfg))
     try:
         before = loop.answers(held)
-        result: dict[str, Any] = {
-            "style": style.name,
-            "kind": style.kind,
-            "base": {"adoption": _share([style.check(a) for a in before]), "loop_rate": _share([has_loop(a) for a in before])},
-            "rounds": [],
+        result["base"] = {
+            "adoption": _share([style.check(a) for a in before]),
+            "loop_rate": _share([has_loop(a) for a in before]),
+            "perplexity": None,
         }
         base_perplexity = None
         for r in range(cfg.teach_rounds):
             batch = training[r * cfg.teach_judgements : (r + 1) * cfg.teach_judgements]
             known = set(loop.registry.versions())
             triggered = loop.teach([(q, style.rewrite(a)) for q, a in batch], loop.caller)
-            version = loop.wait_round(known, cfg.round_timeout_s)
+            version = loop.wait_round(known, cfg.teach_round_timeout_s)
             round_s = time.perf_counter() - triggered
             manifest = loop.registry.manifest(version)
             evaluation = manifest.evaluation
@@ -224,10 +224,14 @@ def teach_style(style: Style, cfg: BenchConfig, base: Path, root: Path, seed: in
             }
             log.info("teach %s round %d: %s", style.name, r + 1, {k: v for k, v in row.items() if k not in ("rows", "example")})
             result["rounds"].append(row)
-        result["base"]["perplexity"] = base_perplexity
-        return result
+            result["base"]["perplexity"] = base_perplexity
+    except Exception as exc:
+        # The rounds that ran are figures too; the report marks the style as failed.
+        log.exception("teaching %s failed after %d round(s)", style.name, len(result["rounds"]))
+        result["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         loop.close()
+    return result
 
 
 def poisoned_round(name: str, cfg: BenchConfig, base: Path, root: Path, seed: int) -> dict[str, Any]:
@@ -244,7 +248,7 @@ def poisoned_round(name: str, cfg: BenchConfig, base: Path, root: Path, seed: in
         known = set(loop.registry.versions())
         items = [(q, poison()) for q, _ in pool[: cfg.teach_judgements]]
         triggered = loop.teach(items, Caller(SABOTEUR, "clinician"), override="I know what I am doing")
-        version = loop.wait_round(known, cfg.round_timeout_s)
+        version = loop.wait_round(known, cfg.teach_round_timeout_s)
         manifest = loop.registry.manifest(version)
         unclear = sum(
             any(f.kind == "unclear_text" for f in j.feedback.flags)
@@ -266,9 +270,30 @@ def poisoned_round(name: str, cfg: BenchConfig, base: Path, root: Path, seed: in
         loop.close()
 
 
+def _or_error(fn: Callable[[], dict[str, Any]], what: dict[str, Any]) -> dict[str, Any]:
+    """``fn()``, or ``what`` with the error, so one failed style or round does not lose the others."""
+    try:
+        return fn()
+    except Exception as exc:
+        log.exception("teaching benchmark: %s failed", what)
+        return {**what, "error": f"{type(exc).__name__}: {exc}"}
+
+
 def bench_teach(cfg: BenchConfig, base: Path, root: Path) -> dict[str, Any]:
     """Teach each style (``cfg.teach_styles`` of them), then run both poisoned rounds."""
-    styles = [teach_style(style, cfg, base, root / style.name, seed=i) for i, style in enumerate(STYLES[: cfg.teach_styles])]
-    poisoned = [poisoned_round(name, cfg, base, root / name, seed=100 + i)
-                for i, name in enumerate(("word_salad", "random_characters"))]
-    return {"styles": styles, "poisoned": poisoned, "judgements_per_round": cfg.teach_judgements, "heldout": cfg.teach_heldout}
+    styles = [
+        _or_error(lambda: teach_style(style, cfg, base, root / style.name, seed=i),
+                  {"style": style.name, "kind": style.kind, "rounds": []})
+        for i, style in enumerate(STYLES[: cfg.teach_styles])
+    ]
+    poisoned = [
+        _or_error(lambda: poisoned_round(name, cfg, base, root / name, seed=100 + i), {"poison": name, "held_back": False})
+        for i, name in enumerate(("word_salad", "random_characters"))
+    ]
+    return {
+        "styles": styles,
+        "poisoned": poisoned,
+        "rounds_per_style": cfg.teach_rounds,
+        "judgements_per_round": cfg.teach_judgements,
+        "heldout": cfg.teach_heldout,
+    }
