@@ -18,19 +18,13 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from .chat import Message, chat_prompt
 from .evaluation import ModelView, batch_logprobs
 from .evalsets import load_eval_questions
 
-Message = dict[str, str]
 
 MARGIN_NATS = 1.0
 REFERENCE_QUANTILE = 0.95
-
-
-def chat_prompt(question: str, system_prompt: str | None) -> list[Message]:
-    """The chat messages the model sees for ``question``: the system prompt (if any), then the user."""
-    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return [*system, {"role": "user", "content": question}]
 
 
 def reply_nll(

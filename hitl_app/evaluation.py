@@ -34,7 +34,7 @@ from typing import Any, Callable, ContextManager, Iterator, Literal, Sequence
 
 import torch
 
-Message = dict[str, str]
+from .chat import Message
 
 
 # ----- models and views -----

@@ -24,11 +24,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from .chat import Message, chat_prompt
 from .holdout import is_held_out
 from .ledger import Judgement
 from .schema import RANKED_ACTIONS, Generation
 
-Message = dict[str, str]
 
 
 @dataclass
@@ -70,11 +70,7 @@ class TrainingRows:
 
 def prompt_messages(generation: Generation) -> list[Message]:
     """The chat messages the model saw when it produced ``generation``."""
-    messages = []
-    if generation.system_prompt:
-        messages.append({"role": "system", "content": generation.system_prompt})
-    messages.append({"role": "user", "content": generation.prompt})
-    return messages
+    return chat_prompt(generation.prompt, generation.system_prompt)
 
 
 def normalise(text: str) -> str:

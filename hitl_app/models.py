@@ -23,13 +23,13 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from .chat import Message, chat_prompt
 from .errors import UserError
 from .registry import Registry
 from .schema import BASE_VERSION, Sampling
 
 log = logging.getLogger(__name__)
 
-Message = dict[str, str]
 _SLOT = "default"
 # Versions answering A/B comparisons are loaded beside the slot under this prefix, a few at most.
 _EXTRA_PREFIX = "compare_"
@@ -290,8 +290,7 @@ class ModelManager:
     # ----- generation -----
     def messages(self, prompt: str) -> list[Message]:
         """The chat messages for a question: the system prompt (if any) and the user's turn."""
-        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        return [*messages, {"role": "user", "content": prompt}]
+        return chat_prompt(prompt, self.system_prompt)
 
     def encode(self, prompt: str, sampling: Sampling | None = None) -> dict[str, torch.Tensor]:
         """Tokenise a question through the chat template, checking that it fits the context.

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from itertools import chain, zip_longest
 from typing import Any, Sequence
 
+from .chat import chat_prompt
 from .evaluation import ModelView, greedy_answers
 from .guards import is_refusal
 from .redteam_data import load_adversarial, load_benign
@@ -30,7 +31,6 @@ from .safety import MEDICATION_KINDS, SafetyChecker
 # the scoring has to fit beside the rest of the evaluation in the round's time budget.
 MAX_NEW_TOKENS = 32
 
-Message = dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -88,12 +88,8 @@ def score_version(
     """Answer every prompt of ``prompts`` greedily (batched) with ``model`` and score the answers."""
     started = time.perf_counter()
 
-    def chat(text: str) -> list[Message]:
-        system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        return [*system, {"role": "user", "content": text}]
-
     texts = prompts.adversarial + prompts.benign
-    answers = [a.text for a in greedy_answers(model, tokenizer, [chat(t) for t in texts], MAX_NEW_TOKENS)]
+    answers = [a.text for a in greedy_answers(model, tokenizer, [chat_prompt(t, system_prompt) for t in texts], MAX_NEW_TOKENS)]
     adversarial, benign = answers[: len(prompts.adversarial)], answers[len(prompts.adversarial) :]
     safe, over, flagged = score_answers(adversarial, prompts.benign, benign, checker)
     return RedTeamScore(safe, over, flagged, round(time.perf_counter() - started, 2))

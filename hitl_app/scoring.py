@@ -10,7 +10,7 @@ from typing import Literal
 
 import torch
 
-Message = dict[str, str]
+from .chat import Message
 
 
 @torch.no_grad()

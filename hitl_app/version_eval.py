@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Callable
 
 from .answer_quality import answer_quality
-from .clinical_text import ClinicalTextJudge, chat_prompt, reply_nll
+from .chat import Message, chat_prompt
+from .clinical_text import ClinicalTextJudge, reply_nll
 from .config import Settings
 from .evalsets import EvalQuestion, load_eval_questions, load_probe_texts
 from .evaluation import (
@@ -53,7 +54,6 @@ SERVING_ADAPTER = "serving"
 # ranks no pair: its held-out accuracy is chance.
 CHANCE_ACCURACY = 0.5
 
-Message = dict[str, str]
 ProgressFn = Callable[[float, str], None]
 
 

@@ -35,7 +35,8 @@ def test_one_round_of_edits_teaches_a_style_and_the_judge_reads_clinical_text(em
 
     from hitl_app.base_model import LoadOptions, load_base, load_tokenizer
     from hitl_app.bench.teach import shipped_words, word_salad
-    from hitl_app.clinical_text import ClinicalTextJudge, chat_prompt, reply_nll
+    from hitl_app.chat import chat_prompt
+    from hitl_app.clinical_text import ClinicalTextJudge, reply_nll
     from hitl_app.config import Settings
     from hitl_app.evalsets import load_patient_questions
     from hitl_app.evaluation import greedy_answers

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ..chat import chat_prompt
 from ..config import Settings
 from ..examples import rows_for
 from ..holdout import is_held_out
@@ -76,7 +77,7 @@ def write_judgements(settings: Settings, tokenizer, count: int, start: int) -> l
     written = []
     for i in range(start, start + count):
         prompt = ITEMS[i % len(ITEMS)][0]
-        messages = [{"role": "system", "content": settings.system_prompt}, {"role": "user", "content": prompt}]
+        messages = chat_prompt(prompt, settings.system_prompt)
         tokens = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
         generation, feedback = _records(settings, version, len(tokens), i)
         store.append(generation)
