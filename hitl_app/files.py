@@ -32,18 +32,22 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def append_line(path: Path, line: str) -> None:
-    """Append one line to a log and fsync it; a torn last line (a crash mid-write) is closed first.
+def append_line(path: Path, line: str) -> int:
+    """Append one line to a log and fsync it; returns the byte offset where the line starts.
 
+    A torn last line (a crash mid-write) is closed first, so the new line starts on a fresh one.
     The caller holds the lock that serialises writers of ``path``.
     """
     data = line.rstrip("\n").encode("utf-8") + b"\n"
     with open(path, "ab") as f:
-        if f.tell():
+        offset = f.tell()
+        if offset:
             with open(path, "rb") as r:
                 r.seek(-1, os.SEEK_END)
                 if r.read(1) != b"\n":
                     data = b"\n" + data
+                    offset += 1
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+    return offset

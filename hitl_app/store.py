@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from filelock import FileLock
 from pydantic import ValidationError
 
+from .files import append_line
 from .schema import RECORD_ADAPTER, Feedback, Generation
 
 log = logging.getLogger(__name__)
@@ -66,17 +66,8 @@ class FeedbackStore:
             pydantic.ValidationError: the record does not validate.
         """
         RECORD_ADAPTER.validate_python(record.model_dump())
-        line = (record.model_dump_json() + "\n").encode("utf-8")
         with self._thread_lock, self._file_lock:
-            with open(self.path, "ab") as f:
-                offset = f.tell()
-                if offset and _last_byte(self.path) != b"\n":
-                    line = b"\n" + line
-                    offset += 1
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
-        return offset
+            return append_line(self.path, record.model_dump_json())
 
     def read(self, cursor: int = 0) -> ReadResult:
         """Read complete lines from byte offset ``cursor``.
@@ -107,9 +98,3 @@ class FeedbackStore:
             result.records.append((offset, record))
         result.cursor = cursor + end
         return result
-
-
-def _last_byte(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1)
