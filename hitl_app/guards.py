@@ -31,7 +31,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .schema import Severity
+from .schema import SafetyFlag
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +50,6 @@ class InputVerdict(BaseModel):
     reason: str = Field(min_length=1, description="One line, meant for the reviewer.")
     matched: str | None = Field(default=None, description="The name of the rule that matched.")
     self_harm: bool = Field(default=False, description="The question signals a risk of self-harm.")
-
-
-class OutputFlag(BaseModel):
-    """A problem with an answer, shown next to it: what, how serious, and why in one line."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["missing_urgency"]
-    severity: Severity
-    explanation: str = Field(min_length=1)
 
 
 @dataclass(frozen=True)
@@ -688,7 +678,7 @@ def advises_urgent_care(answer: str) -> bool:
     return any(_present(pattern, norm, _NEGATED_ADVICE) for pattern in URGENCY_PHRASES.values())
 
 
-def check_output(prompt: str, answer: str) -> list[OutputFlag]:
+def check_output(prompt: str, answer: str) -> list[SafetyFlag]:
     """Flag an answer that meets a red-flag symptom without advising urgent care.
 
     Args:
@@ -704,7 +694,7 @@ def check_output(prompt: str, answer: str) -> list[OutputFlag]:
         return []
     names = ", ".join(found)
     explanation = f"Red flag ({names}) without advice to seek urgent care (emergency services or A&E)."
-    return [OutputFlag(kind="missing_urgency", severity="high", explanation=explanation)]
+    return [SafetyFlag(kind="missing_urgency", severity="high", explanation=explanation)]
 
 
 # --- refusal detection ------------------------------------------------------------------------

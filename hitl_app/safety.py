@@ -76,7 +76,7 @@ class SafetyChecker:
             *self._doses(answer),
             *self._contraindications(prompt, answer),
             *self._interactions(prompt, answer),
-            *(SafetyFlag(kind=f.kind, severity=f.severity, explanation=f.explanation) for f in guards.check_output(prompt, answer)),
+            *guards.check_output(prompt, answer),
             *self._identifiers(answer),
         ]
         order = {"high": 0, "medium": 1, "low": 2}

@@ -52,7 +52,8 @@ def test_edits_on_the_embedded_model_raise_the_logprob_of_the_edited_answers(
             service.edit(gen.id, DISTINCTIVE, caller)
             generations.append(gen)
 
-        deadline = time.monotonic() + 300
+        # A round is 12 SFT steps, 4 DPO steps and the evaluation: a few minutes on 2 busy cores.
+        deadline = time.monotonic() + 900
         while service.models.version != "v0001":
             trainer = service.trainer.status()
             assert trainer.state != "failed", trainer.last_error

@@ -68,10 +68,11 @@ def test_rankings_teach_a_preferred_style_by_dpo(embedded_base: Path, tmp_path: 
         checkpoints_dir=tmp_path / "checkpoints",
         device="cpu",
         train_method="dpo",
-        # Eight pairs make two steps an epoch: a higher rate and three epochs let one round show
-        # the direction of learning on a held-out set.
-        learning_rate=5e-4,
-        num_epochs=3,
+        # Eight pairs in batches of four make two steps an epoch: a higher rate and three epochs
+        # let one round of rankings show the direction of learning on a held-out set.
+        preference_learning_rate=5e-4,
+        preference_epochs=3,
+        train_batch_size=4,
         retrain_threshold=len(TRAIN),
         holdout_fraction=0.0,
     )
