@@ -41,6 +41,9 @@ def test_edits_on_the_embedded_model_raise_the_logprob_of_the_edited_answers(
         holdout_fraction=0.0,
         max_new_tokens=16,
         compile_decode=False,  # measured in test_fastpath's slow test; compiling here would slow the round
+        # One answer taught for four different emergencies is learnt for every question, benign ones
+        # too; the gate rightly holds that back (tests/test_slow_teach.py has a round it serves).
+        gate="off",
     )
     service = create_service(settings)
     try:
