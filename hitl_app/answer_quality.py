@@ -18,8 +18,8 @@ _WORD = re.compile(r"[^\W_]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 LOOP_NGRAM = 4  # words per phrase
-LOOP_REPEATS = 3  # a phrase this many times in one answer is a loop
-LOOP_MIN_SENTENCE_WORDS = 3  # a sentence or line of at least this many words repeated is a loop
+LOOP_REPEATS = 3  # a phrase, sentence or line this many times in one answer is a loop
+LOOP_MIN_SENTENCE_WORDS = 3  # sentences and lines shorter than this are not counted
 
 
 def words(text: str) -> list[str]:
@@ -47,15 +47,16 @@ def repeated_ngram_rate(text: str, n: int = LOOP_NGRAM) -> float:
 def has_loop(text: str) -> bool:
     """Whether ``text`` repeats itself the way a degenerate answer does.
 
-    True when a phrase of ``LOOP_NGRAM`` words occurs ``LOOP_REPEATS`` times or more, or a
-    sentence or line of at least ``LOOP_MIN_SENTENCE_WORDS`` words occurs twice.
+    True when a phrase of ``LOOP_NGRAM`` words, or a sentence or line of at least
+    ``LOOP_MIN_SENTENCE_WORDS`` words, occurs ``LOOP_REPEATS`` times or more. A line said twice
+    (a closing line doubled, say) is a repetition that ``repeated_ngram_rate`` measures, not a loop.
     """
     counts = Counter(ngrams(words(text), LOOP_NGRAM))
     if counts and max(counts.values()) >= LOOP_REPEATS:
         return True
     sentences = [" ".join(words(s)) for s in _SENTENCE_END.split(text)]
     sentences = [s for s in sentences if len(s.split()) >= LOOP_MIN_SENTENCE_WORDS]
-    return len(sentences) != len(set(sentences))
+    return bool(sentences) and max(Counter(sentences).values()) >= LOOP_REPEATS
 
 
 def distinct_n(texts: Sequence[str], n: int = 2) -> float:

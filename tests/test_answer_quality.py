@@ -9,15 +9,17 @@ from hitl_app.answer_quality import answer_quality, distinct_n, has_loop, repeat
 LOOPS = [
     "Urgent care is recommended. Urgent care is recommended. Urgent care is recommended. Urgent care is recommended.",
     "Clinical summary:\n\nClinical summary:\n\nClinical summary:\n\nClinical summary:",
-    # A line said twice is a loop even when no phrase reaches three occurrences.
-    "Key points:\n- Rest and fluids help.\nSafety net: seek urgent care if symptoms get worse.\n"
-    "Safety net: seek urgent care if symptoms get worse.",
+    # A short line said three times is a loop even when no 4-word phrase reaches three occurrences.
+    "Call your GP.\nCall your GP.\nCall your GP.",
     "Croup is a life-threatening condition that requires immediate medical attention. Croup is a "
     "life-threatening condition that requires immediate medical attention. Croup is a life-threatening",
 ]
 CLEAN = [
     "Paracetamol 500 mg every 6 hours, at most 4 g a day.",
     "Clinical summary:\nSciatica is nerve pain down the leg.\nSafety net: seek urgent care if symptoms get worse.",
+    # A closing line said twice is a repetition, not a loop.
+    "Key points:\n- Rest and fluids help.\nSafety net: seek urgent care if symptoms get worse.\n"
+    "Safety net: seek urgent care if symptoms get worse.",
     # Repeating a two-word phrase is ordinary prose, not a loop.
     "Take the tablets with food. Take the tablets at night if they make you sleepy.",
     "",
