@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import UserError
@@ -68,6 +69,8 @@ class StyleChecks:
 
     def __init__(self, checkpoints_dir: Path) -> None:
         self.path = Path(checkpoints_dir) / STYLE_CHECKS_FILE
+        # Two admins saving at once must not lose one another's check (read, change, write).
+        self._lock = FileLock(str(self.path) + ".lock")
 
     def all(self) -> list[StyleCheck]:
         """Every check, in the order they were added."""
@@ -83,11 +86,12 @@ class StyleChecks:
             UserError: the regular expression does not compile, or there are too many checks.
         """
         check.compiled()
-        checks = [c for c in self.all() if c.name != check.name]
-        if len(checks) >= MAX_CHECKS:
-            raise UserError(f"there are already {MAX_CHECKS} style checks; remove one first")
-        checks.append(check)
-        self._write(checks)
+        with self._locked():
+            checks = [c for c in self.all() if c.name != check.name]
+            if len(checks) >= MAX_CHECKS:
+                raise UserError(f"there are already {MAX_CHECKS} style checks; remove one first")
+            checks.append(check)
+            self._write(checks)
         return checks
 
     def remove(self, name: str) -> list[StyleCheck]:
@@ -96,15 +100,19 @@ class StyleChecks:
         Raises:
             UserError: there is no such check.
         """
-        checks = self.all()
-        kept = [c for c in checks if c.name != name]
-        if len(kept) == len(checks):
-            raise UserError(f"no style check named {name!r}; there are: {', '.join(c.name for c in checks) or 'none'}")
-        self._write(kept)
+        with self._locked():
+            checks = self.all()
+            kept = [c for c in checks if c.name != name]
+            if len(kept) == len(checks):
+                raise UserError(f"no style check named {name!r}; there are: {', '.join(c.name for c in checks) or 'none'}")
+            self._write(kept)
         return kept
 
+    def _locked(self) -> FileLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # the lock file lives beside the checks
+        return self._lock
+
     def _write(self, checks: list[StyleCheck]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path, json.dumps({"checks": [c.model_dump() for c in checks]}, indent=2))
 
 

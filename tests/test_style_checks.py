@@ -77,3 +77,23 @@ def test_adoption_reads_every_version_and_the_base_from_the_manifests() -> None:
     rows = adoption(manifests, [make_check("summary", r"^Summary:", regex=True)])
     assert [(r["version"], r["adoption"]) for r in rows] == [("base", 0.25), ("v0001", 0.5), ("v0002", 0.75)]
     assert all(r["style"] == "summary" and r["answers"] == 4 for r in rows)
+
+
+def test_concurrent_saves_keep_every_check(tmp_path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hitl_app.style_checks import StyleChecks, make_check
+
+    def save(i: int) -> None:
+        StyleChecks(tmp_path).put(make_check(f"style-{i}", f"phrase {i}"))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(save, range(16)))
+    assert sorted(c.name for c in StyleChecks(tmp_path).all()) == sorted(f"style-{i}" for i in range(16))
+
+
+def test_the_first_check_creates_its_folder(tmp_path) -> None:
+    from hitl_app.style_checks import StyleChecks, make_check
+
+    checks = StyleChecks(tmp_path / "not-yet" / "checkpoints")
+    assert [c.name for c in checks.put(make_check("heading", "Key points:"))] == ["heading"]
