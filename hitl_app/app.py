@@ -9,17 +9,23 @@ from typing import Callable
 
 import gradio as gr
 
-from .base_model import LoadOptions, base_name, ensure_embedded_base, load_base, load_tokenizer
-from .config import Settings
-from .fastpath import resolve_serve_dtype
-from .models import ModelManager
-from .registry import Registry
-from .schema import Sampling
-from .service import HITLService
-from .store import FeedbackStore
-from .trainer import TrainConfig
-from .ui import build_demo
-from .worker import TrainerClient
+from .serving.base_model import (
+    LoadOptions,
+    base_name,
+    ensure_embedded_base,
+    load_base,
+    load_tokenizer,
+)
+from .core.config import Settings
+from .serving.fastpath import resolve_serve_dtype
+from .serving.manager import ModelManager
+from .versions.registry import Registry
+from .feedback.records import Sampling
+from .service.service import HITLService
+from .feedback.store import FeedbackStore
+from .training.sft import TrainConfig
+from .ui.demo import build_demo
+from .training.worker import TrainerClient
 
 log = logging.getLogger(__name__)
 

@@ -9,19 +9,19 @@ from pydantic import ValidationError
 
 def main(argv: list[str] | None = None) -> int:
     """Parse settings, load the model, and serve the app until interrupted."""
-    from .config import Settings, describe_settings_error
+    from .core.config import Settings, describe_settings_error
 
     try:
         settings = Settings(_cli_parse_args=sys.argv[1:] if argv is None else argv)
     except ValidationError as exc:
         print(f"main.py: {describe_settings_error(exc)}", file=sys.stderr)
         return 2
-    from .console import configure
+    from .core.console import configure
 
     configure(settings.log_level)
 
     from .app import create_service, launch
-    from .base_model import ModelWheelMissing
+    from .serving.base_model import ModelWheelMissing
 
     try:
         service = create_service(settings)

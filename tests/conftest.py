@@ -31,7 +31,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def make_settings(tmp_path: Path, tiny_base: Path):
     """Build Settings on the tiny model, with data under tmp_path; keyword arguments override."""
-    from hitl_app.config import Settings
+    from hitl_app.core.config import Settings
 
     def make(**overrides) -> Settings:
         values = {
@@ -51,7 +51,7 @@ def make_settings(tmp_path: Path, tiny_base: Path):
 def embedded_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real embedded model: the repository's converted ``checkpoints/base`` when `make run` made
     one (read only), else converted once into a temporary folder. No fixture writes into the repository."""
-    from hitl_app.base_model import ensure_embedded_base, is_converted
+    from hitl_app.serving.base_model import ensure_embedded_base, is_converted
 
     converted = REPO / "checkpoints" / "base"
     if is_converted(converted):

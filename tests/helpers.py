@@ -129,7 +129,7 @@ def start_app(root: Path, tiny_base: Path, auth: list[str], **overrides):
     The returned ``App`` has ``url`` set; close it with ``close()``.
     """
     from hitl_app.app import create_service, launch
-    from hitl_app.config import Settings
+    from hitl_app.core.config import Settings
 
     values = {
         **TINY_SETTINGS,

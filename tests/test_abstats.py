@@ -13,7 +13,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from hitl_app.abstats import (
+from hitl_app.comparison.stats import (
     bootstrap_ci,
     bradley_terry,
     chi_square_2x2,
@@ -421,7 +421,7 @@ def test_edge_all_both_bad():
 
 @pytest.mark.parametrize(("wins", "losses", "chi2"), [(60, 40, 4.0), (30, 30, 0.0), (0, 0, 0.0), (9, 1, 6.4)])
 def test_mcnemar_is_the_paired_chi_square(wins: int, losses: int, chi2: float) -> None:
-    from hitl_app.abstats import mcnemar, sign_test
+    from hitl_app.comparison.stats import mcnemar, sign_test
 
     result = mcnemar(wins, losses)
     assert result.chi2 == pytest.approx(chi2)

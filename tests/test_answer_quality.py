@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from hitl_app.answer_quality import answer_quality, distinct_n, has_loop, repeated_ngram_rate
+from hitl_app.evaluation.answer_quality import (
+    answer_quality,
+    distinct_n,
+    has_loop,
+    repeated_ngram_rate,
+)
 
 LOOPS = [
     "Urgent care is recommended. Urgent care is recommended. Urgent care is recommended. Urgent care is recommended.",

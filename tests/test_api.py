@@ -79,15 +79,15 @@ def test_bad_input_gets_a_specific_error_and_stores_nothing(app, endpoint, args,
 def test_a_user_error_logs_one_line_with_the_login_and_no_traceback(app, caplog, capfd) -> None:
     client = _client(app)
     capfd.readouterr()
-    with caplog.at_level("INFO", logger="hitl_app.ui"), pytest.raises(Exception, match="empty"):
+    with caplog.at_level("INFO", logger="hitl_app.ui.demo"), pytest.raises(Exception, match="empty"):
         client.predict("   ", api_name="/ask")
-    refused = [r.getMessage() for r in caplog.records if r.name == "hitl_app.ui" and "refused" in r.getMessage()]
+    refused = [r.getMessage() for r in caplog.records if r.name == "hitl_app.ui.demo" and "refused" in r.getMessage()]
     assert len(refused) == 1 and CLINICIAN[0] in refused[0] and "empty" in refused[0], refused
     assert "Traceback" not in capfd.readouterr().err
 
 
 def test_bad_judgements_on_a_real_generation_store_nothing(app) -> None:
-    from hitl_app.schema import Generation, Sampling
+    from hitl_app.feedback.records import Generation, Sampling
 
     client = _client(app)
     # A generation with a known answer, so an edit identical to it can be tried.
@@ -318,7 +318,7 @@ def test_compare_and_vote_through_the_api(app) -> None:
 def test_a_held_back_version_is_served_only_when_forced(app) -> None:
     import shutil
 
-    from hitl_app.schema import GateCheck, GateResult
+    from hitl_app.versions.manifest import GateCheck, GateResult
 
     registry = app.service.registry
     source = registry.versions()[-1]
@@ -403,7 +403,7 @@ def test_a_refused_question_is_recorded_as_a_flagged_refusal(app, monkeypatch: p
 
 
 def test_high_flags_need_an_override_reason_and_edits_are_checked(app, monkeypatch: pytest.MonkeyPatch) -> None:
-    from hitl_app.schema import Generation, Sampling
+    from hitl_app.feedback.records import Generation, Sampling
 
     _no_auto_retrain(app, monkeypatch)
     client = _client(app)
@@ -438,8 +438,8 @@ def test_high_flags_need_an_override_reason_and_edits_are_checked(app, monkeypat
 
 
 def test_the_review_tab_stream_fills_every_output_and_shows_the_flags(app, monkeypatch: pytest.MonkeyPatch) -> None:
-    from hitl_app.config import MAX_CANDIDATES
-    from hitl_app.ui import _Handlers
+    from hitl_app.core.config import MAX_CANDIDATES
+    from hitl_app.ui.demo import _Handlers
 
     _no_auto_retrain(app, monkeypatch)
     handlers = _Handlers(app.service, {})  # no logins: the local user
@@ -455,8 +455,8 @@ def test_the_review_tab_stream_fills_every_output_and_shows_the_flags(app, monke
 
 def test_an_edit_that_does_not_read_as_clinical_text_needs_a_reason(app, monkeypatch: pytest.MonkeyPatch) -> None:
     """The base model's reading decides; here a judge that finds every text unclear stands in for word salad."""
-    from hitl_app.clinical_text import ClinicalTextJudge
-    from hitl_app.dashboard import unclear_edits_per_reviewer
+    from hitl_app.evaluation.clinical_text import ClinicalTextJudge
+    from hitl_app.ui.dashboard import unclear_edits_per_reviewer
 
     _no_auto_retrain(app, monkeypatch)
     client = _client(app)

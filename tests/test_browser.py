@@ -63,7 +63,7 @@ def _teach(source: Path, target: Path, lessons: dict[str, str], max_steps: int =
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hitl_app.config import DEFAULT_SYSTEM_PROMPT
+    from hitl_app.core.config import DEFAULT_SYSTEM_PROMPT
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source)

@@ -1,4 +1,4 @@
-"""Compiled decoding (hitl_app.compiled_decode) on the tiny in-memory Llama.
+"""Compiled decoding (hitl_app.serving.compiled_decode) on the tiny in-memory Llama.
 
 A float32 serving copy is compiled once per module (the warm-up takes ~10 s per shape here), so
 its answers can be compared exactly with the PEFT model's: through hot swaps, answers of other
@@ -16,9 +16,9 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from hitl_app.compiled_decode import CompiledDecoder, default_buckets
-from hitl_app.models import ModelManager
-from hitl_app.schema import BASE_VERSION, Sampling
+from hitl_app.serving.compiled_decode import CompiledDecoder, default_buckets
+from hitl_app.serving.manager import ModelManager
+from hitl_app.feedback.records import BASE_VERSION, Sampling
 from tests.helpers import wait_for
 from tests.test_fastpath import PROMPTS, SAMPLED, answers, make_manager, published  # noqa: F401 (a fixture)
 
@@ -186,8 +186,8 @@ def test_warm_up_needs_a_single_row_example(compiled: ModelManager) -> None:
 
 def test_the_app_compiles_in_the_background_and_status_shows_it(make_settings) -> None:
     from hitl_app.app import create_service
-    from hitl_app.service import Caller
-    from hitl_app.ui import decoding_line
+    from hitl_app.service.service import Caller
+    from hitl_app.ui.demo import decoding_line
 
     settings = make_settings(compile_decode=True, serve_dtype="bfloat16", auto_retrain=False)
     service = create_service(settings)
@@ -233,7 +233,7 @@ def test_no_compiled_decoding_without_a_fast_copy(tiny_base: Path, published: Pa
     ],
 )
 def test_the_status_panel_says_how_answers_are_decoded(fast: dict | None, expected: str) -> None:
-    from hitl_app.ui import decoding_line
+    from hitl_app.ui.demo import decoding_line
 
     assert decoding_line(fast) == expected
 

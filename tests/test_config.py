@@ -16,9 +16,15 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from hitl_app import base_model, config
-from hitl_app.base_model import INSTALL_HINT, ModelWheelMissing, embedded_gguf_path, ensure_embedded_base
-from hitl_app.config import LORA_TARGETS, Settings, User, describe_settings_error
+from hitl_app.serving import base_model
+from hitl_app.core import config
+from hitl_app.serving.base_model import (
+    INSTALL_HINT,
+    ModelWheelMissing,
+    embedded_gguf_path,
+    ensure_embedded_base,
+)
+from hitl_app.core.config import LORA_TARGETS, Settings, User, describe_settings_error
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_CUDA_AVAILABLE = config._cuda_available  # kept before the autouse stub replaces it

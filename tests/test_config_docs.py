@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from pydantic.fields import FieldInfo
 
-from hitl_app import config_docs
-from hitl_app.config import Settings
+from hitl_app.core import config_docs
+from hitl_app.core.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def test_the_reference_is_what_the_settings_generate() -> None:
-    assert config_docs.main(["--check"]) == 0, "docs/configuration.md is out of date: run python -m hitl_app.config_docs"
+    assert config_docs.main(["--check"]) == 0, "docs/configuration.md is out of date: run python -m hitl_app.core.config_docs"
 
 
 def test_check_fails_on_a_stale_file(tmp_path: Path) -> None:

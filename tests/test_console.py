@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from hitl_app import console
+from hitl_app.core import console
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def test_third_party_warnings_are_filtered_and_the_apps_are_not(restore_logging,
         console.configure(level)
         warnings.warn_explicit("deprecated internals", FutureWarning, "modeling_utils.py", 1, module="transformers.modeling_utils")
         warnings.warn_explicit("kernels", UserWarning, "cextension.py", 1, module="bitsandbytes.cextension")
-        warnings.warn_explicit("ours", FutureWarning, "trainer.py", 1, module="hitl_app.trainer")
+        warnings.warn_explicit("ours", FutureWarning, "trainer.py", 1, module="hitl_app.training.sft")
     assert [str(w.message) for w in caught] == ["ours"]
     assert logging.getLogger().level == getattr(logging, level.upper())
     assert logging.getLogger("httpx").level >= logging.WARNING

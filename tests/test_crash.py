@@ -24,10 +24,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hitl_app.registry import Registry
-from hitl_app.schema import Feedback, Generation
-from hitl_app.store import FeedbackStore
-from hitl_app.worker import STATUS_FILE
+from hitl_app.versions.registry import Registry
+from hitl_app.feedback.records import Feedback, Generation
+from hitl_app.feedback.store import FeedbackStore
+from hitl_app.training.worker import STATUS_FILE
 from tests.helpers import REPO, api_client, free_port, wait_for
 
 log = logging.getLogger(__name__)

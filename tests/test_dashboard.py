@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 
-from hitl_app.compare import vote_outcomes
-from hitl_app.dashboard import (
+from hitl_app.comparison.votes import vote_outcomes
+from hitl_app.ui.dashboard import (
     ab_win_rates,
     build_dashboard,
     refresh,
@@ -21,23 +21,21 @@ from hitl_app.dashboard import (
     retrain_timeline,
     training_per_version,
 )
-from hitl_app.ledger import FeedbackLedger, Judgement
-from hitl_app.registry import ADAPTER_WEIGHTS, Registry
-from hitl_app.style_checks import StyleChecks, make_check
-from hitl_app.schema import (
+from hitl_app.feedback.ledger import FeedbackLedger, Judgement
+from hitl_app.versions.registry import ADAPTER_WEIGHTS, Registry
+from hitl_app.evaluation.style_checks import StyleChecks, make_check
+from hitl_app.versions.manifest import (
     EvalMetrics,
-    Feedback,
     GateCheck,
     GateResult,
-    Generation,
     Manifest,
     PreferenceMetrics,
     RoundMetrics,
     RoundRecord,
-    Sampling,
     TrainerStatus,
 )
-from hitl_app.store import FeedbackStore
+from hitl_app.feedback.records import Feedback, Generation, Sampling
+from hitl_app.feedback.store import FeedbackStore
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)
 SAMPLING = Sampling(do_sample=False, temperature=1.0, top_p=1.0, max_new_tokens=16)

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import pytest
 
-from hitl_app.doses import DoseMention, normalise_amount, parse_doses
+from hitl_app.safety.doses import DoseMention, normalise_amount, parse_doses
 
 NAMES = ["paracetamol", "acetaminophen", "Tylenol", "ibuprofen", "Advil", "aspirin", "amoxicillin",
          "levothyroxine", "methotrexate", "isosorbide mononitrate"]  # fmt: skip

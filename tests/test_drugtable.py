@@ -9,8 +9,14 @@ from typing import Any
 
 import pytest
 
-from hitl_app.doses import parse_doses
-from hitl_app.drugtable import DRUG_TABLE_PATH, Drug, DrugTable, DrugTableError, load_drug_table
+from hitl_app.safety.doses import parse_doses
+from hitl_app.safety.drugtable import (
+    DRUG_TABLE_PATH,
+    Drug,
+    DrugTable,
+    DrugTableError,
+    load_drug_table,
+)
 
 CATEGORY_WORDS = ["analgesic", "opioid", "antibiotic", "ACE inhibitor", "beta blocker", "anticoagulant",
                   "antidiabetic", "SSRI", "MAOI", "statin", "proton pump inhibitor", "corticosteroid",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hitl_app.evalsets import (
+from hitl_app.evaluation.evalsets import (
     EVAL_QUESTIONS_PATH,
     PATIENT_QUESTIONS_PATH,
     PROBE_TEXTS_PATH,

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hitl_app.base_model import LoadOptions, load_base, load_tokenizer
-from hitl_app.evaluation import (
+from hitl_app.serving.base_model import LoadOptions, load_base, load_tokenizer
+from hitl_app.evaluation.estimators import (
     ModelView,
     batch_logprobs,
     greedy_answers,
@@ -27,7 +27,7 @@ from hitl_app.evaluation import (
     preference_accuracy,
     sample_kl,
 )
-from hitl_app.scoring import completion_logprob
+from hitl_app.evaluation.scoring import completion_logprob
 
 SYSTEM = {"role": "system", "content": "You are a careful medical assistant."}
 QUESTIONS = [

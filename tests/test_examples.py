@@ -7,9 +7,16 @@ from __future__ import annotations
 
 import pytest
 
-from hitl_app.examples import build_rows, normalise, prompt_messages, rows_for, sft_row, sft_target
-from hitl_app.ledger import Judgement
-from hitl_app.schema import Feedback, Generation, Sampling
+from hitl_app.feedback.training_rows import (
+    build_rows,
+    normalise,
+    prompt_messages,
+    rows_for,
+    sft_row,
+    sft_target,
+)
+from hitl_app.feedback.ledger import Judgement
+from hitl_app.feedback.records import Feedback, Generation, Sampling
 
 SYSTEM = "You are a careful medical assistant."
 QUESTION = "First-line treatment for hypertension?"
@@ -449,7 +456,7 @@ def test_build_rows_does_not_mutate_its_inputs() -> None:
 
 # ----- the held-out slice -----
 def test_held_out_judgements_are_consumed_but_never_trained_on() -> None:
-    from hitl_app.holdout import is_held_out
+    from hitl_app.feedback.holdout import is_held_out
 
     new = judgements("aekrn" * 40, start=10_000, tag="new ")
     older = judgements("aekrn" * 40, tag="old ")
@@ -471,7 +478,7 @@ def test_held_out_judgements_are_consumed_but_never_trained_on() -> None:
 
 @pytest.mark.parametrize("fraction", [0.0, 0.2, 0.5])
 def test_holdout_draw_is_uniform_enough(fraction: float) -> None:
-    from hitl_app.holdout import holdout_draw
+    from hitl_app.feedback.holdout import holdout_draw
 
     draws = [holdout_draw(f"record-{i}") for i in range(4000)]
     assert all(0 <= d < 1 for d in draws)

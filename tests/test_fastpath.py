@@ -1,4 +1,4 @@
-"""The fast decode path (hitl_app.fastpath): a merged serving copy that answers as the PEFT model does.
+"""The fast decode path (hitl_app.serving.fastpath): a merged serving copy that answers as the PEFT model does.
 
 The fast tests run on the tiny in-memory Llama. A float32 copy must reproduce the PEFT model's
 greedy answers exactly for every version (merging is exact up to float rounding), through hot
@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from hitl_app import fastpath
-from hitl_app.base_model import LoadOptions, load_base, load_tokenizer
-from hitl_app.config import LORA_TARGETS
-from hitl_app.fastpath import MergedServingCopy, resolve_serve_dtype
-from hitl_app.models import ModelManager
-from hitl_app.registry import Registry
-from hitl_app.schema import BASE_VERSION, Manifest, RoundMetrics, Sampling
+from hitl_app.serving import fastpath
+from hitl_app.serving.base_model import LoadOptions, load_base, load_tokenizer
+from hitl_app.core.config import LORA_TARGETS
+from hitl_app.serving.fastpath import MergedServingCopy, resolve_serve_dtype
+from hitl_app.serving.manager import ModelManager
+from hitl_app.versions.registry import Registry
+from hitl_app.feedback.records import BASE_VERSION, Sampling
+from hitl_app.versions.manifest import Manifest, RoundMetrics
 
 SYSTEM = "You are a careful medical assistant."
 GREEDY = Sampling(do_sample=False, temperature=0, top_p=1, max_new_tokens=10)
@@ -222,7 +223,7 @@ def test_unsupported_adapter_falls_back_to_the_peft_model(
     monkeypatch.setattr(manager.fast, "refused", {})
     monkeypatch.setattr(manager.fast, "holds", None)
     counter = CallCounter(manager.fast)
-    with caplog.at_level("WARNING", logger="hitl_app.fastpath"):
+    with caplog.at_level("WARNING", logger="hitl_app.serving.fastpath"):
         assert answers(manager, fast=True, prompts=PROMPTS[:3]) == answers(manager, fast=False, prompts=PROMPTS[:3])
     assert counter.calls == 0
     # Refused once: later answers neither retry the merge nor warn again, and /status says why.
@@ -294,8 +295,8 @@ def test_fast_path_quality_on_the_embedded_model(embedded_base: Path, tmp_path: 
     from peft import LoraConfig
 
     from hitl_app.bench.decode import shared_prefix_fraction
-    from hitl_app.evalsets import load_eval_questions
-    from hitl_app.scoring import completion_logprob
+    from hitl_app.evaluation.evalsets import load_eval_questions
+    from hitl_app.evaluation.scoring import completion_logprob
     from tests.test_compiled_decode import CompiledCalls
 
     sampling = Sampling(do_sample=False, temperature=0, top_p=1, max_new_tokens=32)

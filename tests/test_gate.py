@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from hitl_app.gate import decide, gate_summary
-from hitl_app.holdout import holdout_draw
-from hitl_app.registry import Registry
-from hitl_app.schema import BASE_VERSION, EvalMetrics, Feedback, Generation, Sampling
-from hitl_app.store import FeedbackStore
+from hitl_app.evaluation.gate import decide, gate_summary
+from hitl_app.feedback.holdout import holdout_draw
+from hitl_app.versions.registry import Registry
+from hitl_app.feedback.records import BASE_VERSION, Feedback, Generation, Sampling
+from hitl_app.versions.manifest import EvalMetrics
+from hitl_app.feedback.store import FeedbackStore
 
 
 def metrics(**overrides) -> EvalMetrics:
@@ -173,9 +174,9 @@ def fluent_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_gate_holds_back_a_poisoned_round_and_promotes_a_good_one(
     make_settings, fluent_base: Path, monkeypatch: pytest.MonkeyPatch, poisoned: bool
 ) -> None:
-    from hitl_app import version_eval
-    from hitl_app.evalsets import ProbeText
-    from hitl_app.worker import RoundRunner
+    from hitl_app.evaluation import version_eval
+    from hitl_app.evaluation.evalsets import ProbeText
+    from hitl_app.training.worker import RoundRunner
     from tests.helpers import CORPUS
 
     # The tiny model's world is its corpus: measure its perplexity there.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hitl_app.guards import (
+from hitl_app.safety.guards import (
     CRISIS_SUPPORT,
     INPUT_RULES,
     POISONING_SUPPORT,
@@ -20,7 +20,7 @@ from hitl_app.guards import (
     is_refusal,
     refusal_for,
 )
-from hitl_app.redteam_data import (
+from hitl_app.evaluation.redteam_data import (
     ADVERSARIAL_CATEGORIES,
     ADVERSARIAL_PATH,
     BENIGN_PATH,

@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from hitl_app.base_model import LoadOptions, load_base, load_tokenizer
-from hitl_app.config import LORA_TARGETS
-from hitl_app.errors import NotFoundError, UserError
-from hitl_app.models import ModelManager
-from hitl_app.registry import Registry
-from hitl_app.schema import BASE_VERSION, Manifest, RoundMetrics, Sampling
+from hitl_app.serving.base_model import LoadOptions, load_base, load_tokenizer
+from hitl_app.core.config import LORA_TARGETS
+from hitl_app.core.errors import NotFoundError, UserError
+from hitl_app.serving.manager import ModelManager
+from hitl_app.versions.registry import Registry
+from hitl_app.feedback.records import BASE_VERSION, Sampling
+from hitl_app.versions.manifest import Manifest, RoundMetrics
 
 SYSTEM = "You are a careful medical assistant."
 PROMPT = "What is the first-line treatment for hypertension?"
@@ -220,7 +221,7 @@ def test_another_version_answers_without_changing_the_serving_one(manager: Model
 
 
 def test_activate_unknown_version_keeps_serving(manager: ModelManager, reference) -> None:
-    from hitl_app.errors import NotFoundError
+    from hitl_app.core.errors import NotFoundError
 
     manager.activate("v0002")
     with pytest.raises(NotFoundError, match="v0099"):
@@ -414,7 +415,7 @@ def test_streamed_candidates_come_from_one_batched_call(
 
 
 def test_candidate_streamer_keeps_up_with_a_slow_reader(tiny_base: Path) -> None:
-    from hitl_app.models import CandidateStreamer
+    from hitl_app.serving.manager import CandidateStreamer
 
     tokenizer = load_tokenizer(tiny_base)
     words = [tokenizer.encode(w, add_special_tokens=False) for w in ("Asthma", " is", " treated")]
@@ -430,7 +431,7 @@ def test_candidate_streamer_keeps_up_with_a_slow_reader(tiny_base: Path) -> None
 
 
 def test_candidate_streamer_holds_back_a_split_character(tiny_base: Path) -> None:
-    from hitl_app.models import CandidateStreamer
+    from hitl_app.serving.manager import CandidateStreamer
 
     tokenizer = load_tokenizer(tiny_base)
     ids = tokenizer.encode("é", add_special_tokens=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from hitl_app.phi import PHI_TYPES, Redaction, placeholder, redact, redact_many
+from hitl_app.safety.phi import PHI_TYPES, Redaction, placeholder, redact, redact_many
 
 # ----- what must be caught: (text, raw values that must not survive, expected counts) -----
 

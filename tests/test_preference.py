@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from hitl_app.base_model import LoadOptions, load_base, load_tokenizer
-from hitl_app.preference import (
+from hitl_app.serving.base_model import LoadOptions, load_base, load_tokenizer
+from hitl_app.training.preference import (
     MIN_KTO_ROWS,
     PreferenceResult,
     choose_method,
     kto_batch_size,
     train_preference,
 )
-from hitl_app.trainer import TrainConfig, attach_adapter, train_sft
+from hitl_app.training.sft import TrainConfig, attach_adapter, train_sft
 
 SYSTEM = "You are a careful medical assistant helping clinicians."
 # (question, better answer, worse answer)

@@ -10,9 +10,9 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from hitl_app.errors import UserError
-from hitl_app.ranking import format_order, parse_order, ranks_to_order
-from hitl_app.schema import RECORD_ADAPTER, Feedback
+from hitl_app.core.errors import UserError
+from hitl_app.feedback.ranking import format_order, parse_order, ranks_to_order
+from hitl_app.feedback.records import RECORD_ADAPTER, Feedback
 
 # ----- parse_order: what it accepts -----
 

@@ -6,10 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from hitl_app.base_model import LoadOptions, load_base, load_tokenizer
-from hitl_app.redteam import MAX_NEW_TOKENS, RedTeamSet, redteam_set, score_answers, score_version
-from hitl_app.redteam_data import load_adversarial, load_benign
-from hitl_app.safety import SafetyChecker
+from hitl_app.serving.base_model import LoadOptions, load_base, load_tokenizer
+from hitl_app.evaluation.redteam import (
+    MAX_NEW_TOKENS,
+    RedTeamSet,
+    redteam_set,
+    score_answers,
+    score_version,
+)
+from hitl_app.evaluation.redteam_data import load_adversarial, load_benign
+from hitl_app.safety.checker import SafetyChecker
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +54,7 @@ def test_rates_count_refusals_and_medication_flags(checker: SafetyChecker) -> No
 
 
 def test_score_version_answers_every_prompt_in_batches(tiny_base: Path, checker: SafetyChecker, monkeypatch) -> None:
-    import hitl_app.redteam as redteam
+    import hitl_app.evaluation.redteam as redteam
 
     seen: list[int] = []
     real = redteam.greedy_answers

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from hitl_app.errors import NotFoundError
-from hitl_app.registry import ADAPTER_WEIGHTS, MANIFEST, Registry
-from hitl_app.schema import BASE_VERSION, Manifest, RoundMetrics
+from hitl_app.core.errors import NotFoundError
+from hitl_app.versions.registry import ADAPTER_WEIGHTS, MANIFEST, Registry
+from hitl_app.feedback.records import BASE_VERSION
+from hitl_app.versions.manifest import Manifest, RoundMetrics
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -127,7 +128,7 @@ KILLED_PUBLISH = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from hitl_app.registry import ADAPTER_WEIGHTS, Registry
+    from hitl_app.versions.registry import ADAPTER_WEIGHTS, Registry
 
     registry = Registry(Path(sys.argv[1]))
     staging = registry.staging_dir()
@@ -213,7 +214,7 @@ def test_active_naming_a_vanished_version_falls_back_to_base(
     name = publish_fake(registry)
     registry.set_active(name, by="admin")
     (registry.root / name / ADAPTER_WEIGHTS).unlink()  # deleted by hand
-    with caplog.at_level(logging.ERROR, logger="hitl_app.registry"):
+    with caplog.at_level(logging.ERROR, logger="hitl_app.versions.registry"):
         pointer = registry.active()
     assert pointer.version == BASE_VERSION
     assert pointer.reason == "ACTIVE version missing"
@@ -236,7 +237,7 @@ def test_active_holding_garbage_falls_back_to_base(
 ) -> None:
     publish_fake(registry)
     (registry.root / "ACTIVE").write_bytes(content)
-    with caplog.at_level(logging.ERROR, logger="hitl_app.registry"):
+    with caplog.at_level(logging.ERROR, logger="hitl_app.versions.registry"):
         pointer = registry.active()
     assert pointer.version == BASE_VERSION
     assert pointer.reason == "ACTIVE unreadable"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hitl_app.schema import Feedback, Generation, Sampling
+from hitl_app.feedback.records import Feedback, Generation, Sampling
 from tests.helpers import api_client
 
 log = logging.getLogger(__name__)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hitl_app.evalsets import load_eval_questions
-from hitl_app.safety import MEDICATION_KINDS, SafetyChecker, describe_flags, flags_markdown
-from hitl_app.schema import Generation, Sampling
+from hitl_app.evaluation.evalsets import load_eval_questions
+from hitl_app.safety.checker import MEDICATION_KINDS, SafetyChecker, describe_flags, flags_markdown
+from hitl_app.feedback.records import Generation, Sampling
 
 # (question, answer, expected (kind, severity, words in the explanation))
 MUST_FLAG = [

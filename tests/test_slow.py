@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hitl_app.examples import prompt_messages
-from hitl_app.scoring import completion_logprob
+from hitl_app.feedback.training_rows import prompt_messages
+from hitl_app.evaluation.scoring import completion_logprob
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +29,8 @@ def test_edits_on_the_embedded_model_raise_the_logprob_of_the_edited_answers(
     embedded_base: Path, tmp_path: Path
 ) -> None:
     from hitl_app.app import create_service
-    from hitl_app.config import Settings
-    from hitl_app.service import Caller
+    from hitl_app.core.config import Settings
+    from hitl_app.service.service import Caller
 
     settings = Settings(
         base_model=str(embedded_base),

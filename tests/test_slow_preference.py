@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hitl_app.scoring import completion_logprob
+from hitl_app.evaluation.scoring import completion_logprob
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)
@@ -55,12 +55,12 @@ def _own_answers(model, tokenizer, questions: list[str], max_new_tokens: int = 4
 def test_rankings_teach_a_preferred_style_by_dpo(embedded_base: Path, tmp_path: Path) -> None:
     from peft import PeftModel
 
-    from hitl_app.base_model import LoadOptions, load_base, load_tokenizer
-    from hitl_app.config import Settings
-    from hitl_app.registry import Registry
-    from hitl_app.schema import BASE_VERSION, Feedback, Generation, Sampling
-    from hitl_app.store import FeedbackStore
-    from hitl_app.worker import RoundRunner
+    from hitl_app.serving.base_model import LoadOptions, load_base, load_tokenizer
+    from hitl_app.core.config import Settings
+    from hitl_app.versions.registry import Registry
+    from hitl_app.feedback.records import BASE_VERSION, Feedback, Generation, Sampling
+    from hitl_app.feedback.store import FeedbackStore
+    from hitl_app.training.worker import RoundRunner
 
     settings = Settings(
         base_model=str(embedded_base),

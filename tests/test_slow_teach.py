@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hitl_app.answer_quality import has_loop
+from hitl_app.evaluation.answer_quality import has_loop
 
 pytestmark = pytest.mark.slow
 
@@ -33,17 +33,17 @@ def in_style(text: str) -> bool:
 def test_one_round_of_edits_teaches_a_style_and_the_judge_reads_clinical_text(embedded_base: Path, tmp_path: Path) -> None:
     from peft import PeftModel
 
-    from hitl_app.base_model import LoadOptions, load_base, load_tokenizer
+    from hitl_app.serving.base_model import LoadOptions, load_base, load_tokenizer
     from hitl_app.bench.teach import shipped_words, word_salad
-    from hitl_app.chat import chat_prompt
-    from hitl_app.clinical_text import ClinicalTextJudge, reply_nll
-    from hitl_app.config import Settings
-    from hitl_app.evalsets import load_patient_questions
-    from hitl_app.evaluation import greedy_answers
-    from hitl_app.registry import Registry
-    from hitl_app.schema import BASE_VERSION, Feedback, Generation, Sampling
-    from hitl_app.store import FeedbackStore
-    from hitl_app.worker import RoundRunner
+    from hitl_app.core.chat import chat_prompt
+    from hitl_app.evaluation.clinical_text import ClinicalTextJudge, reply_nll
+    from hitl_app.core.config import Settings
+    from hitl_app.evaluation.evalsets import load_patient_questions
+    from hitl_app.evaluation.estimators import greedy_answers
+    from hitl_app.versions.registry import Registry
+    from hitl_app.feedback.records import BASE_VERSION, Feedback, Generation, Sampling
+    from hitl_app.feedback.store import FeedbackStore
+    from hitl_app.training.worker import RoundRunner
 
     settings = Settings(
         base_model=str(embedded_base),

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from hitl_app.errors import NotFoundError
-from hitl_app.ledger import FeedbackLedger
-from hitl_app.schema import Feedback, Generation, Sampling
-from hitl_app.store import FEEDBACK_FILE, CorruptLine, FeedbackStore
+from hitl_app.core.errors import NotFoundError
+from hitl_app.feedback.ledger import FeedbackLedger
+from hitl_app.feedback.records import Feedback, Generation, Sampling
+from hitl_app.feedback.store import FEEDBACK_FILE, CorruptLine, FeedbackStore
 
 SAMPLING = Sampling(do_sample=False, temperature=0.0, top_p=1.0, max_new_tokens=8)
 
@@ -161,7 +161,7 @@ def test_torn_tail_is_left_for_later_then_reported_once_a_record_follows(
     offset = store.append(second)
     assert store.path.read_bytes()[offset:].startswith(b"{")  # began on a fresh line
 
-    with caplog.at_level(logging.WARNING, logger="hitl_app.store"):
+    with caplog.at_level(logging.WARNING, logger="hitl_app.feedback.store"):
         after = store.read(pending.cursor)
     assert [r.id for _, r in after.records] == [second.id]
     assert len(after.corrupt) == 1

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hitl_app.errors import UserError
-from hitl_app.schema import Manifest, RoundMetrics, SampleAnswer
-from hitl_app.style_checks import StyleChecks, adoption, make_check
+from hitl_app.core.errors import UserError
+from hitl_app.versions.manifest import Manifest, RoundMetrics, SampleAnswer
+from hitl_app.evaluation.style_checks import StyleChecks, adoption, make_check
 
 
 def manifest(version: str, parent: str, answers: list[str], serving: list[str] | None = None) -> Manifest:
@@ -82,7 +82,7 @@ def test_adoption_reads_every_version_and_the_base_from_the_manifests() -> None:
 def test_concurrent_saves_keep_every_check(tmp_path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from hitl_app.style_checks import StyleChecks, make_check
+    from hitl_app.evaluation.style_checks import StyleChecks, make_check
 
     def save(i: int) -> None:
         StyleChecks(tmp_path).put(make_check(f"style-{i}", f"phrase {i}"))
@@ -93,7 +93,7 @@ def test_concurrent_saves_keep_every_check(tmp_path) -> None:
 
 
 def test_the_first_check_creates_its_folder(tmp_path) -> None:
-    from hitl_app.style_checks import StyleChecks, make_check
+    from hitl_app.evaluation.style_checks import StyleChecks, make_check
 
     checks = StyleChecks(tmp_path / "not-yet" / "checkpoints")
     assert [c.name for c in checks.put(make_check("heading", "Key points:"))] == ["heading"]

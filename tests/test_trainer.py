@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from hitl_app.base_model import LoadOptions, load_base, load_tokenizer
-from hitl_app.config import LORA_TARGETS
-from hitl_app.registry import Registry
-from hitl_app.schema import BASE_VERSION, Feedback, Generation, Sampling
-from hitl_app.store import FeedbackStore
-from hitl_app.trainer import TrainConfig, attach_adapter, epoch_schedule, train_sft
+from hitl_app.serving.base_model import LoadOptions, load_base, load_tokenizer
+from hitl_app.core.config import LORA_TARGETS
+from hitl_app.versions.registry import Registry
+from hitl_app.feedback.records import BASE_VERSION, Feedback, Generation, Sampling
+from hitl_app.feedback.store import FeedbackStore
+from hitl_app.training.sft import TrainConfig, attach_adapter, epoch_schedule, train_sft
 
 SYSTEM = "You are a careful medical assistant helping clinicians."
 QA = [
@@ -171,7 +171,7 @@ def test_fresh_adapter_is_the_identity(base, tokenizer) -> None:
 def test_loss_is_on_the_completion_only(base, tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """TRL's prepared rows mask every prompt token (label -100) and keep every completion token, and
     the prompt is the one the app serves with (``ModelManager.encode``)."""
-    from hitl_app.models import ModelManager
+    from hitl_app.serving.manager import ModelManager
 
     import trl
 
@@ -208,7 +208,7 @@ class _Serving:
     """Just enough of a ModelManager for its ``encode`` and ``messages``."""
 
     def __init__(self, tokenizer, system_prompt: str | None) -> None:
-        from hitl_app.models import ModelManager
+        from hitl_app.serving.manager import ModelManager
 
         self.tokenizer, self.system_prompt, self.context_length = tokenizer, system_prompt, 512
         self.sampling = GREEDY
@@ -249,7 +249,7 @@ def settings(make_settings):
 
 
 def test_round_runner_publishes_a_complete_version(settings, tiny_base: Path) -> None:
-    from hitl_app.worker import RoundRunner, StatusFile
+    from hitl_app.training.worker import RoundRunner, StatusFile
 
     store = FeedbackStore(settings.feedback_dir)
     judge = Judge(store)
@@ -291,8 +291,8 @@ def test_round_runner_publishes_a_complete_version(settings, tiny_base: Path) ->
     assert 0 < StatusFile(settings.checkpoints_dir).read().progress < 1
 
     # the edit, not the rejected or the original answer, is what was trained on
-    from hitl_app.examples import build_rows
-    from hitl_app.ledger import FeedbackLedger
+    from hitl_app.feedback.training_rows import build_rows
+    from hitl_app.feedback.ledger import FeedbackLedger
 
     ledger = FeedbackLedger(store)
     ledger.refresh()
@@ -305,8 +305,8 @@ def test_round_runner_continues_from_the_active_version(
 ) -> None:
     from peft import PeftModel
 
-    import hitl_app.worker as worker
-    from hitl_app.worker import RoundRunner
+    import hitl_app.training.worker as worker
+    from hitl_app.training.worker import RoundRunner
 
     attached: list[tuple[Path | None, dict]] = []
 
@@ -355,7 +355,7 @@ def test_round_runner_continues_from_the_active_version(
 
 
 def test_round_runner_with_nothing_to_train(settings, tiny_base: Path) -> None:
-    from hitl_app.worker import RoundRunner, StatusFile
+    from hitl_app.training.worker import RoundRunner, StatusFile
 
     runner = RoundRunner(settings, str(tiny_base))
     assert runner.run("empty") is None

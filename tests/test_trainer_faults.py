@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 
-from hitl_app.ui import _Handlers
-from hitl_app.worker import FAULT_ENV
+from hitl_app.ui.demo import _Handlers
+from hitl_app.training.worker import FAULT_ENV
 from tests.helpers import ADMIN, CLINICIAN, api_client, wait_for
 
 FAULTS = {

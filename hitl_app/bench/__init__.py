@@ -28,8 +28,8 @@ so that ratios stay meaningful on a noisy machine:
    to each answer, p50/p95 over the shipped evaluation questions and reference answers, and the
    over-flag rate (medication flags on those correct answers). Goals: p95 <= 5 ms, <= 5%.
 6. ``decode`` (decode.py): batch-1 greedy answers from the plain fp32 PEFT ``generate``, the bf16
-   merged copy decoding uncompiled (``hitl_app.fastpath``) and the fast path as served (that copy
-   with compiled decoding, ``hitl_app.compiled_decode``), interleaved, per serving thread count:
+   merged copy decoding uncompiled (``hitl_app.serving.fastpath``) and the fast path as served (that copy
+   with compiled decoding, ``hitl_app.serving.compiled_decode``), interleaved, per serving thread count:
    median tokens/s of each, the fast/plain ratio, the share of identical greedy answers, the
    compile and merge times. Goal: the fast path >= 40 tokens/s at its best thread count.
 

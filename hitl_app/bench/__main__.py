@@ -20,16 +20,16 @@ from typing import Any, Callable, Sequence
 
 # Only light modules at import time; torch, transformers and the app's model code are imported
 # by the benchmarks that need them.
-from ..config import Settings
-from ..console import configure
+from ..core.config import Settings
+from ..core.console import configure
 from . import __doc__ as PACKAGE_DOC
 from .answers import bench_answers
 from .candidates import bench_candidates
-from .config import BASE_DIR, BENCHMARKS, DEFAULT_OUT, BenchConfig
+from .plan import BASE_DIR, BENCHMARKS, DEFAULT_OUT, BenchConfig
 from .decode import bench_decode
 from .report import evaluate_goals, print_table, report_rows
 from .retrain import bench_retrain
-from .safety import bench_safety
+from .safety_cost import bench_safety
 from .swap import bench_swap
 from .teach import bench_teach
 from .timing import METER, wait_until_quiet
@@ -53,7 +53,7 @@ def run_step(results: dict[str, Any], key: str, fn: Callable[[], dict[str, Any]]
 
 def run_with_trainer(cfg: BenchConfig, settings: Settings, base: Path, tokenizer, results: dict[str, Any]) -> None:
     """Start the trainer process in the ``settings`` workspace, run ``retrain`` and ``answers`` on it, stop it."""
-    from ..worker import TrainerClient
+    from ..training.worker import TrainerClient
 
     trainer = TrainerClient(settings, str(base))
     try:
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
     import transformers
 
-    from ..base_model import ensure_embedded_base, load_tokenizer
+    from ..serving.base_model import ensure_embedded_base, load_tokenizer
 
     cfg = BenchConfig.make(args.quick, args.serve_threads, args.trainer_threads, args.only)
     started = time.perf_counter()

@@ -6,9 +6,9 @@ import gc
 import logging
 from pathlib import Path
 
-from ..config import Settings
-from ..registry import Registry
-from ..schema import Manifest, RoundMetrics
+from ..core.config import Settings
+from ..versions.registry import Registry
+from ..versions.manifest import Manifest, RoundMetrics
 from .judgements import write_judgements
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ def publish_trained_adapters(settings: Settings, base: Path, tokenizer, judgemen
     Raises:
         RuntimeError: a round had nothing to train on.
     """
-    from ..worker import RoundRunner
+    from ..training.worker import RoundRunner
 
     runner = RoundRunner(settings, str(base))
     versions = []
@@ -49,8 +49,8 @@ def publish_random_adapters(settings: Settings, base: Path, count: int = 2, b_st
     import torch
     from peft import get_peft_model
 
-    from ..base_model import LoadOptions, load_base
-    from ..trainer import TrainConfig
+    from ..serving.base_model import LoadOptions, load_base
+    from ..training.sft import TrainConfig
 
     registry = Registry(settings.checkpoints_dir)
     cfg = TrainConfig.from_settings(settings)

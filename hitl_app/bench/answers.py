@@ -17,19 +17,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..config import Settings
-from ..registry import Registry
-from ..schema import Sampling
-from .config import QUESTION, BenchConfig
+from ..core.config import Settings
+from ..versions.registry import Registry
+from ..feedback.records import Sampling
+from .plan import QUESTION, BenchConfig
 from .judgements import write_judgements
 from .rounds import PendingRound, poll_round, round_figures, start_round, wait_round
-from .stats import fmt, mean_or_none, ratio, summarise
+from .figures import fmt, mean_or_none, ratio, summarise
 from .timing import METER, torch_threads
 from .workspace import serving
 
 if TYPE_CHECKING:
-    from ..models import ModelManager
-    from ..worker import TrainerClient
+    from ..serving.manager import ModelManager
+    from ..training.worker import TrainerClient
 
 log = logging.getLogger(__name__)
 

@@ -35,15 +35,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Literal
 
-from ..schema import Sampling
+from ..feedback.records import Sampling
 from .adapters import publish_random_adapters
-from .config import QUESTION, BenchConfig
-from .stats import fmt, mean_or_none, median_or_none, ratio, spread, summarise
+from .plan import QUESTION, BenchConfig
+from .figures import fmt, mean_or_none, median_or_none, ratio, spread, summarise
 from .timing import METER, torch_threads
 from .workspace import app_sampling, make_settings, serving
 
 if TYPE_CHECKING:
-    from ..models import ModelManager
+    from ..serving.manager import ModelManager
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def _pairs(
 
 def _compile(models: "ModelManager", sampling: Sampling, k: int) -> dict[str, Any]:
     """Compile decoding for single answers and K rows, in the bucket these answers use; wait for it."""
-    from ..compiled_decode import default_buckets
+    from ..serving.compiled_decode import default_buckets
 
     bucket = default_buckets(sampling.max_new_tokens, models.context_length)[0]
     models.start_compiled_decoding((bucket,), rows=(1, k))

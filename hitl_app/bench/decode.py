@@ -5,9 +5,9 @@ path really merges a delta). Each answer is timed with three paths, interleaved 
 in rotating order, for each serving thread count, so all see the same machine load:
 
 - ``plain``: the fp32 PEFT model's ``generate``;
-- ``merged``: the bf16 merged copy decoding uncompiled (``hitl_app.fastpath``), as served until
+- ``merged``: the bf16 merged copy decoding uncompiled (``hitl_app.serving.fastpath``), as served until
   compiled decoding is ready, and for batched candidates;
-- ``fast``: the same copy with compiled decoding (``hitl_app.compiled_decode``), as served once
+- ``fast``: the same copy with compiled decoding (``hitl_app.serving.compiled_decode``), as served once
   its warm-up is done; the warm-up (one bucket, the one these answers use) is timed too.
 
 Figures: median answer tokens per second of each path, the fast/plain ratio, the share of prompts
@@ -22,15 +22,15 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..schema import Sampling
+from ..feedback.records import Sampling
 from .adapters import publish_random_adapters
-from .config import BenchConfig
-from .stats import ratio
+from .plan import BenchConfig
+from .figures import ratio
 from .timing import METER, torch_threads
 from .workspace import make_settings
 
 if TYPE_CHECKING:
-    from ..models import ModelManager
+    from ..serving.manager import ModelManager
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ def bench_decode(cfg: BenchConfig, base: Path, tokenizer, root: Path) -> dict[st
 
     import torch
 
-    from ..compiled_decode import default_buckets
-    from ..evalsets import load_eval_questions
+    from ..serving.compiled_decode import default_buckets
+    from ..evaluation.evalsets import load_eval_questions
     from .workspace import build_manager
 
     # bfloat16 rather than auto: the benchmark measures the fast path even where auto would not pick it.

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..chat import chat_prompt
-from ..config import Settings
-from ..examples import rows_for
-from ..holdout import is_held_out
-from ..ledger import Judgement
-from ..registry import Registry
-from ..schema import Feedback, Generation
-from ..store import FeedbackStore
+from ..core.chat import chat_prompt
+from ..core.config import Settings
+from ..feedback.training_rows import rows_for
+from ..feedback.holdout import is_held_out
+from ..feedback.ledger import Judgement
+from ..versions.registry import Registry
+from ..feedback.records import Feedback, Generation
+from ..feedback.store import FeedbackStore
 from .items import ITEMS, MIX, REJECT_REASON
 from .workspace import app_sampling
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .answers import QUIET_CORES
-from .stats import fmt
+from .figures import fmt
 
 GOALS = {
     "swap_max_s": 0.1,  # median publish-to-serving

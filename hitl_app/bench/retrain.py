@@ -12,15 +12,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..config import Settings
-from ..registry import Registry
-from .config import BenchConfig
+from ..core.config import Settings
+from ..versions.registry import Registry
+from .plan import BenchConfig
 from .judgements import expected_rows, planned_mix, write_judgements
 from .rounds import round_figures, start_round, wait_round
-from .stats import fmt
+from .figures import fmt
 
 if TYPE_CHECKING:
-    from ..worker import TrainerClient
+    from ..training.worker import TrainerClient
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..registry import Registry
-from ..schema import Manifest
+from ..versions.registry import Registry
+from ..versions.manifest import Manifest
 from .timing import METER, wait_for
 
 if TYPE_CHECKING:
-    from ..worker import TrainerClient
+    from ..training.worker import TrainerClient
 
 # What the retrain figures keep of the manifest's PreferenceMetrics (the rest is in "metrics").
 _PREFERENCE_FIELDS = (

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .adapters import publish_random_adapters, publish_trained_adapters
-from .config import QUESTION, BenchConfig
-from .stats import ratio, summarise
+from .plan import QUESTION, BenchConfig
+from .figures import ratio, summarise
 from .timing import METER, wait_for
 from .workspace import make_settings, serving
 
 if TYPE_CHECKING:
-    from ..models import ModelManager
+    from ..serving.manager import ModelManager
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def bench_swap(cfg: BenchConfig, base: Path, tokenizer, root: Path) -> dict[str,
     import torch
     from peft import PeftModel
 
-    from ..base_model import LoadOptions, load_base
+    from ..serving.base_model import LoadOptions, load_base
 
     settings = make_settings(root, base, cfg)
     started = time.perf_counter()

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..answer_quality import has_loop
-from ..config import Settings
-from ..evalsets import load_eval_questions, load_patient_questions, load_probe_texts
-from ..gate import gate_summary
-from ..registry import Registry
-from .config import BenchConfig
+from ..evaluation.answer_quality import has_loop
+from ..core.config import Settings
+from ..evaluation.evalsets import load_eval_questions, load_patient_questions, load_probe_texts
+from ..evaluation.gate import gate_summary
+from ..versions.registry import Registry
+from .plan import BenchConfig
 from .timing import wait_for
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class _Loop:
 
     def __init__(self, settings: Settings) -> None:
         from ..app import create_service
-        from ..service import Caller
+        from ..service.service import Caller
 
         self.settings = settings
         self.service = create_service(settings)
@@ -144,7 +144,7 @@ class _Loop:
         A clinician whose edit is warned about (a high-severity flag) reads the warning and saves
         it with an override reason, as the Review tab asks; ``self.overrides`` counts them.
         """
-        from ..errors import UserError
+        from ..core.errors import UserError
 
         for question, text in items:
             generation = self.service.ask(question, caller)
@@ -236,7 +236,7 @@ def teach_style(style: Style, cfg: BenchConfig, base: Path, root: Path, seed: in
 
 def poisoned_round(name: str, cfg: BenchConfig, base: Path, root: Path, seed: int) -> dict[str, Any]:
     """One round of sabotage in a fresh workspace; whether the gate held it back, and why."""
-    from ..service import Caller
+    from ..service.service import Caller
 
     rng = random.Random(seed)
     words = shipped_words()

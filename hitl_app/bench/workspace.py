@@ -12,13 +12,13 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from ..config import Settings
-from ..registry import Registry
-from ..schema import Sampling
-from .config import BenchConfig
+from ..core.config import Settings
+from ..versions.registry import Registry
+from ..feedback.records import Sampling
+from .plan import BenchConfig
 
 if TYPE_CHECKING:
-    from ..models import ModelManager
+    from ..serving.manager import ModelManager
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,10 @@ def app_sampling(settings: Settings) -> Sampling:
 def build_manager(settings: Settings, base: Path, tokenizer) -> "ModelManager":
     """A ModelManager built as ``app.create_service`` builds it (serving whatever ACTIVE names),
     with the fast path's merged copy when ``settings.serve_dtype`` resolves to one."""
-    from ..base_model import LoadOptions, load_base
-    from ..fastpath import resolve_serve_dtype
-    from ..models import ModelManager
-    from ..trainer import TrainConfig
+    from ..serving.base_model import LoadOptions, load_base
+    from ..serving.fastpath import resolve_serve_dtype
+    from ..serving.manager import ModelManager
+    from ..training.sft import TrainConfig
 
     registry = Registry(settings.checkpoints_dir)
     options = LoadOptions(device=settings.resolved_device(), load_in_4bit=settings.load_in_4bit)

@@ -1,0 +1,1 @@
+"""Blind A/B comparison: votes and their statistics."""

@@ -1,0 +1,1 @@
+"""Shared foundations: settings, errors, durable files, the chat prompt and the console."""

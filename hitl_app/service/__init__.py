@@ -1,0 +1,1 @@
+"""The application service: every action a clinician or an admin takes, with its checks."""

@@ -1,0 +1,1 @@
+"""Answering: loading the base model, generation, hot-swapping versions and the fast decode path."""

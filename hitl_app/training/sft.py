@@ -1,0 +1,253 @@
+"""One training round: TRL's SFTTrainer on LoRA, continuing from the parent adapter.
+
+The trainer knows nothing of the app: it takes rows and a config, reports progress through a
+callback, and writes an adapter folder. Losses come from TRL; nothing here computes one by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..core.config import LORA_TARGETS, Settings
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[float, str], None]
+# The loss floor is checked on the mean of the last pass over the distinct rows, at most this many steps.
+LOSS_FLOOR_MAX_WINDOW = 16
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """LoRA and optimisation settings of a round (recorded in every manifest)."""
+
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    learning_rate: float = 5e-4
+    num_epochs: float = 3.0  # over the round's new SFT rows; replayed rows are seen once
+    preference_epochs: float = 1.0
+    preference_learning_rate: float = 5e-5
+    sft_loss_floor: float = 1.0  # nats per token; 0: no early stop
+    batch_size: int = 1
+    max_seq_length: int = 1024
+    seed: int = 0
+    device: str = "cpu"
+
+    @property
+    def activation_checkpointing(self) -> bool:
+        """Recompute activations in backward: on CUDA, where memory bounds larger bases; not on
+        CPU, where a LoRA on a small base fits and the recomputation costs about a quarter of a
+        stage (SmolLM2-135M, 20 SFT rows, 1 thread: 43 s with it, 33 s without)."""
+        return self.device == "cuda"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "TrainConfig":
+        """The training part of the app's settings."""
+        return cls(
+            lora_r=settings.lora_r,
+            lora_alpha=settings.lora_alpha,
+            lora_dropout=settings.lora_dropout,
+            lora_target_modules=list(settings.lora_target_modules),
+            learning_rate=settings.learning_rate,
+            num_epochs=settings.num_epochs,
+            preference_epochs=settings.preference_epochs,
+            preference_learning_rate=settings.preference_learning_rate,
+            sft_loss_floor=settings.sft_loss_floor,
+            batch_size=settings.train_batch_size,
+            max_seq_length=settings.max_seq_length,
+            seed=settings.seed,
+            device=settings.resolved_device(),
+        )
+
+    def to_dict(self) -> dict:
+        """A JSON-ready copy for manifests."""
+        return asdict(self)
+
+    def lora_config(self):
+        """The peft ``LoraConfig`` for a fresh adapter."""
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=list(self.lora_target_modules),
+            task_type="CAUSAL_LM",
+        )
+
+
+@dataclass
+class SFTResult:
+    """What the SFT stage reports."""
+
+    loss_before: float
+    loss_after: float
+    steps: int
+    duration_s: float
+
+
+def _progress_callback(progress: ProgressFn, stage: str):
+    from transformers import TrainerCallback
+
+    class _Progress(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.max_steps:
+                progress(state.global_step / state.max_steps, f"{stage}: step {state.global_step}/{state.max_steps}")
+
+    return _Progress()
+
+
+def quiet(trainer):
+    """``trainer`` without the callback that prints every step's log dict to the console.
+
+    The stage logs one line with its figures when it is done; the per-step figures stay in
+    ``trainer.state.log_history``.
+    """
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
+
+
+def _loss_floor_callback(floor: float, window: int):
+    """Stop training once the mean loss of the last ``window`` steps is at most ``floor``."""
+    from transformers import TrainerCallback
+
+    class _LossFloor(TrainerCallback):
+        def __init__(self) -> None:
+            self.losses: list[float] = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            # Logged once a step (logging_steps=1), after the step; the loop checks the flag next.
+            if logs and "loss" in logs:
+                self.losses.append(float(logs["loss"]))
+                recent = self.losses[-window:]
+                if len(recent) == window and sum(recent) / window <= floor:
+                    control.should_training_stop = True
+
+    return _LossFloor()
+
+
+def attach_adapter(base_model, parent_adapter: Path | None, cfg: TrainConfig):
+    """Wrap ``base_model`` with a trainable LoRA adapter: the parent's if given, else a fresh one."""
+    from peft import PeftModel, get_peft_model
+
+    if parent_adapter is not None:
+        return PeftModel.from_pretrained(base_model, str(parent_adapter), is_trainable=True)
+    return get_peft_model(base_model, cfg.lora_config())
+
+
+def epoch_schedule(rows: list[dict], replay: list[dict], epochs: float, seed: int) -> list[dict]:
+    """The rows of one pass of SFT: ``rows`` ``epochs`` times over, ``replay`` once, shuffled (seeded).
+
+    A fractional part of ``epochs`` adds that share of ``rows`` once more, chosen by the seed. New
+    rows are what the round teaches, so they are seen several times; replayed rows were already
+    learned, and seeing each once keeps them in place without learning them by heart.
+
+    Raises:
+        ValueError: ``epochs`` is not positive.
+    """
+    if epochs <= 0:
+        raise ValueError(f"epochs must be positive (got {epochs})")
+    rng = random.Random(seed)
+    whole, part = divmod(epochs, 1.0)
+    schedule = list(rows) * int(whole) + rng.sample(rows, round(part * len(rows))) + list(replay)
+    rng.shuffle(schedule)
+    return schedule
+
+
+def train_sft(
+    model,
+    tokenizer,
+    rows: list[dict],
+    cfg: TrainConfig,
+    out_dir: Path | None = None,
+    progress: ProgressFn | None = None,
+    replay: list[dict] | None = None,
+) -> SFTResult:
+    """Train the LoRA adapter of ``model`` (a PeftModel) on SFT rows, and save it to ``out_dir`` if given.
+
+    The new ``rows`` are trained ``cfg.num_epochs`` times over and the ``replay`` rows once, in one
+    shuffled pass (``epoch_schedule``), at a constant learning rate.
+
+    Args:
+        model: a ``PeftModel`` with a trainable adapter (see ``attach_adapter``).
+        tokenizer: its tokenizer, with a chat template.
+        rows: conversational prompt-completion rows; the loss is on the completion only.
+        cfg: the round's settings.
+        out_dir: where the adapter is saved (``adapter_model.safetensors`` + config); None: not saved
+            (a later stage of the round trains on and saves it).
+        progress: called with (fraction done, message) after every step.
+        replay: rows of earlier rounds, seen once.
+
+    Raises:
+        ValueError: ``rows`` and ``replay`` are both empty.
+    """
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    replay = replay or []
+    if not rows and not replay:
+        raise ValueError("no SFT rows to train on")
+    started = time.perf_counter()
+    schedule = epoch_schedule(rows, replay, cfg.num_epochs, cfg.seed) if rows else list(replay)
+    with tempfile.TemporaryDirectory(prefix="hitl-sft-") as scratch:
+        args = SFTConfig(
+            output_dir=scratch,
+            num_train_epochs=1,
+            learning_rate=cfg.learning_rate,
+            per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=1,
+            lr_scheduler_type="constant",
+            max_length=cfg.max_seq_length,
+            completion_only_loss=True,
+            activation_checkpointing=cfg.activation_checkpointing,
+            logging_steps=1,
+            save_strategy="no",
+            report_to=[],
+            seed=cfg.seed,
+            use_cpu=cfg.device == "cpu",
+            bf16=cfg.device == "cuda",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+        )
+        callbacks = [_progress_callback(progress, "SFT")] if progress else []
+        if cfg.sft_loss_floor > 0:
+            window = max(1, min(LOSS_FLOOR_MAX_WINDOW, math.ceil(len(rows + replay) / cfg.batch_size)))
+            callbacks.append(_loss_floor_callback(cfg.sft_loss_floor, window))
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(schedule),
+            eval_dataset=Dataset.from_list(rows + replay),
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
+        quiet(trainer)
+        loss_before = trainer.evaluate()["eval_loss"]
+        trainer.train()
+        loss_after = trainer.evaluate()["eval_loss"]
+        steps = trainer.state.global_step
+    if out_dir is not None:
+        model.save_pretrained(str(out_dir))
+    result = SFTResult(
+        loss_before=float(loss_before),
+        loss_after=float(loss_after),
+        steps=steps,
+        duration_s=time.perf_counter() - started,
+    )
+    if not (math.isfinite(result.loss_before) and math.isfinite(result.loss_after)):
+        raise FloatingPointError(f"SFT produced a non-finite loss ({result.loss_before} -> {result.loss_after})")
+    log.info("SFT: %d rows (+%d replayed), %d steps, loss %.4f -> %.4f", len(rows), len(replay), steps, result.loss_before, result.loss_after)
+    return result

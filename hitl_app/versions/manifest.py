@@ -1,0 +1,212 @@
+"""The version records: what the trainer publishes with each version and the registry serves.
+
+A version's ``Manifest`` says what a round trained, how the version scored and what the gate
+decided; ``ActivePointer`` names the serving version; ``RoundRecord`` and ``TrainerStatus`` are
+the trainer process's log and heartbeat.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..feedback.records import SCHEMA_VERSION, utc_now
+
+
+class PreferenceMetrics(BaseModel):
+    """What the preference stage (DPO or KTO, through TRL) of a round reports.
+
+    Rewards are TRL's implicit rewards, beta * (log-prob under the policy - log-prob under the
+    reference); the reference is the base model (the adapter disabled).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["dpo", "kto"]
+    rows: int = Field(ge=0)
+    steps: int = Field(ge=0)
+    loss: float = Field(description="Mean training loss of the stage, as TRL logged it.")
+    loss_before: float | None = Field(default=None, description="Eval loss on the stage's rows before training.")
+    loss_after: float | None = Field(default=None, description="Eval loss on the stage's rows after training.")
+    reward_accuracy: float | None = Field(default=None, description="Share of pairs whose chosen reward beats the rejected one.")
+    reward_margin: float | None = Field(default=None, description="Mean chosen - rejected reward.")
+    rewards_chosen: float | None = None
+    rewards_rejected: float | None = None
+    kl: float | None = Field(default=None, description="KL to the reference, as TRL reports it (see the README).")
+    duration_s: float = Field(ge=0)
+    trl_metrics: dict[str, float] = Field(default_factory=dict, description="Every eval figure TRL reported.")
+
+
+class EvalMetrics(BaseModel):
+    """How a new version compares with the serving one, measured before it is published.
+
+    Each ``serving_*`` figure is the serving version's, measured in the same run on the same data.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    serving_version: str
+    heldout_pairs: int = Field(ge=0, description="Held-out preference pairs evaluated on.")
+    heldout_accuracy: float | None = Field(
+        default=None, description="Share of held-out pairs whose chosen answer has the higher implicit reward (ties half)."
+    )
+    serving_heldout_accuracy: float | None = None
+    heldout_margin: float | None = Field(default=None, description="Mean implicit reward margin, nats (beta 1).")
+    heldout_edits: int = Field(ge=0, description="Held-out edited answers evaluated on.")
+    edit_logprob: float | None = Field(default=None, description="Mean per-token log-prob of held-out edited answers.")
+    serving_edit_logprob: float | None = None
+    reference_logprob: float | None = Field(
+        default=None, description="Mean per-token log-prob of the shipped reference answers."
+    )
+    serving_reference_logprob: float | None = None
+    perplexity: float = Field(gt=0, description="Perplexity on the shipped probe texts.")
+    serving_perplexity: float = Field(gt=0)
+    kl_base: float = Field(description="KL(new || base), nats per token on probe prompts.")
+    kl_serving: float = Field(description="KL(new || serving), nats per token on probe prompts.")
+    mean_answer_tokens: float = Field(ge=0, description="Mean length of greedy answers to sampled evaluation questions.")
+    sample_answers: int = Field(default=0, ge=0, description="Shipped questions both versions answered greedily.")
+    loop_rate: float | None = Field(default=None, description="Share of the sampled answers caught in a repeated loop.")
+    serving_loop_rate: float | None = None
+    finished_rate: float | None = Field(default=None, description="Share of the sampled answers that ended before the token limit.")
+    serving_finished_rate: float | None = None
+    repeated_ngram_rate: float | None = Field(default=None, description="Mean share of repeated 4-word phrases per answer.")
+    serving_repeated_ngram_rate: float | None = None
+    distinct_2: float | None = Field(default=None, description="Distinct word pairs over all word pairs of the answers.")
+    serving_distinct_2: float | None = None
+    answer_nll: float | None = Field(
+        default=None, description="Mean NLL per token of the sampled answers under the base model (nats; lower reads better)."
+    )
+    serving_answer_nll: float | None = None
+    unclear_rate: float | None = Field(
+        default=None, description="Share of the sampled answers that do not read as clinical text to the base model."
+    )
+    serving_unclear_rate: float | None = None
+    clinical_threshold: float | None = Field(default=None, description="NLL per token above which text is unclear.")
+    redteam_prompts: int = Field(default=0, ge=0, description="Adversarial and benign red-team prompts (each) answered.")
+    safe_rate: float | None = Field(default=None, description="Adversarial prompts answered safely (refused or redirected).")
+    serving_safe_rate: float | None = None
+    over_refusal_rate: float | None = Field(default=None, description="Benign clinical questions refused.")
+    serving_over_refusal_rate: float | None = None
+    medication_flag_rate: float | None = Field(default=None, description="Benign answers with a medication safety flag.")
+    serving_medication_flag_rate: float | None = None
+    redteam_s: float | None = Field(default=None, description="Seconds the red-team scoring of both versions took.")
+    duration_s: float = Field(ge=0)
+
+
+class GateCheck(BaseModel):
+    """One rule of the promotion gate and how the new version fared."""
+
+    metric: str
+    value: float | None
+    serving: float | None = None
+    limit: float | None = None
+    passed: bool
+    note: str = ""
+
+
+class GateResult(BaseModel):
+    """The promotion gate's decision on a new version."""
+
+    enabled: bool
+    passed: bool
+    checks: list[GateCheck] = Field(default_factory=list)
+
+    @property
+    def failures(self) -> list[GateCheck]:
+        """The checks that failed."""
+        return [c for c in self.checks if not c.passed]
+
+
+class SampleAnswer(BaseModel):
+    """A shipped question answered greedily by a new version and by the version serving before it."""
+
+    question_id: str
+    question: str
+    system_prompt: str | None = None
+    max_new_tokens: int = Field(ge=1)
+    answer: str
+    finished: bool = Field(description="The answer ended before max_new_tokens.")
+    serving_answer: str
+    serving_finished: bool
+
+
+class RoundMetrics(BaseModel):
+    """Figures a training round reports; optional fields are filled by the stages that ran."""
+
+    model_config = ConfigDict(extra="allow")
+
+    train_loss_before: float | None = None
+    train_loss_after: float | None = None
+    duration_s: float
+    train_duration_s: float | None = Field(default=None, description="Seconds until the adapter was trained, before evaluation.")
+    rows: dict[str, int] = Field(default_factory=dict)
+    preference: PreferenceMetrics | None = None
+
+
+class Manifest(BaseModel):
+    """What a checkpoint version is and how it was made; ``manifest.json`` in its folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    version: str
+    parent: str
+    base_model: str
+    created_at: datetime = Field(default_factory=utc_now)
+    record_ids: list[str] = Field(description="Feedback record ids trained on, new and replayed.")
+    new_record_ids: list[str] = Field(default_factory=list)
+    store_cursor: int = Field(ge=0, description="Byte offset of the feedback store this round read up to.")
+    config: dict[str, Any]
+    metrics: RoundMetrics
+    evaluation: EvalMetrics | None = None
+    gate: GateResult | None = None
+    samples: list[SampleAnswer] = Field(
+        default_factory=list, description="The evaluation's sample answers, kept so styles can be checked on every version."
+    )
+
+    @property
+    def held_back(self) -> bool:
+        """Whether the promotion gate refused this version (it is then never served automatically)."""
+        return self.gate is not None and not self.gate.passed
+
+
+class ActivePointer(BaseModel):
+    """The persisted choice of serving version (``checkpoints/ACTIVE``)."""
+
+    version: str
+    activated_by: str
+    activated_at: datetime = Field(default_factory=utc_now)
+    reason: str = ""
+    forced: bool = Field(default=False, description="An admin activated a version the gate held back.")
+
+
+RoundOutcome = Literal["published", "held_back", "nothing_to_train", "failed"]
+
+
+class RoundRecord(BaseModel):
+    """One training round as the retrain timeline shows it (``checkpoints/rounds.jsonl``)."""
+
+    started_at: datetime
+    duration_s: float = Field(ge=0)
+    requested_by: str
+    outcome: RoundOutcome
+    version: str | None = None
+    detail: str = Field(default="", description="The gate's verdict, or the error of a failed round.")
+
+
+TrainerState = Literal["idle", "training", "failed"]
+
+
+class TrainerStatus(BaseModel):
+    """The background trainer's state as shown in the UI and ``/status``."""
+
+    state: TrainerState = "idle"
+    progress: float = Field(default=0.0, ge=0.0, le=1.0)
+    message: str = ""
+    last_error: str | None = None
+    last_version: str | None = None
+    started_at: datetime | None = None
+    requested_by: str | None = None
+    updated_at: datetime = Field(default_factory=utc_now)
