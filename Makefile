@@ -35,9 +35,9 @@ run: $(STAMP)
 test: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest -q --durations=25 tests
 
-# Unit and API tests on tiny models: no embedded model, no browser.
+# The unit tests only (tiny in-memory models): no embedded model, no stress runs, no browser.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not browser" tests
+	$(PY) -m pytest -q -m unit tests
 
 bench: $(STAMP)
 	$(PY) -m hitl_app.bench --out bench-results/bench.json

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
-from typing import Callable
 
 import gradio as gr
 
@@ -16,16 +14,17 @@ from .serving.base_model import (
     load_base,
     load_tokenizer,
 )
-from .core.config import Settings
+from .core.config import Settings, resolve_device
 from .serving.fastpath import resolve_serve_dtype
 from .serving.manager import ModelManager
+from .serving.threads import serve_threads_policy
 from .versions.registry import Registry
 from .feedback.records import Sampling
 from .service.service import HITLService
 from .feedback.store import FeedbackStore
 from .training.sft import TrainConfig
 from .ui.demo import build_demo
-from .training.worker import TrainerClient
+from .training.process import TrainerClient
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +52,6 @@ def base_source(settings: Settings, registry: Registry) -> str:
     return str(ensure_embedded_base(registry.base_dir))
 
 
-def serve_threads_policy(settings: Settings, trainer: TrainerClient) -> Callable[[], int] | None:
-    """How many CPU threads the next answer may use.
-
-    A fixed ``--serve-threads`` is used as given. With 0 (the default) an answer uses every core
-    while the trainer is idle, and leaves the trainer's cores alone while it trains: on a small
-    machine two processes competing for the same cores slow answers several-fold.
-    """
-    if settings.serve_threads:
-        return lambda: settings.serve_threads
-    if settings.resolved_device() != "cpu":
-        return None
-    cores = os.cpu_count() or 1
-    sharing = max(1, cores - settings.trainer_threads)
-    return lambda: sharing if trainer.busy() else cores
-
-
 def create_service(settings: Settings) -> HITLService:
     """Load the model and build the service.
 
@@ -83,23 +66,24 @@ def create_service(settings: Settings) -> HITLService:
     registry.clean_staging()
     source = base_source(settings, registry)
     log.info("loading base model %s", base_name(registry.base_dir) if not settings.base_model else source)
-    options = LoadOptions(device=settings.resolved_device(), load_in_4bit=settings.load_in_4bit)
+    serving = settings.serving_config
+    options = LoadOptions(device=resolve_device(serving.device), load_in_4bit=serving.load_in_4bit)
     tokenizer = load_tokenizer(source)
     base = load_base(source, options)
     sampling = Sampling(
-        do_sample=settings.temperature > 0,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        max_new_tokens=settings.max_new_tokens,
+        do_sample=serving.temperature > 0,
+        temperature=serving.temperature,
+        top_p=serving.top_p,
+        max_new_tokens=serving.max_new_tokens,
     )
-    lora = TrainConfig.from_settings(settings).lora_config()
-    serve_dtype = resolve_serve_dtype(settings.serve_dtype, options.device, options.load_in_4bit)
-    models = ModelManager.wrap(base, tokenizer, registry, sampling, settings.system_prompt or None, lora, serve_dtype)
+    lora = TrainConfig.from_config(settings.training_config).lora_config()
+    serve_dtype = resolve_serve_dtype(serving.serve_dtype, options.device, options.load_in_4bit)
+    models = ModelManager.wrap(base, tokenizer, registry, sampling, serving.system_prompt or None, lora, serve_dtype)
     models.watch()
-    if settings.compile_decode:
-        models.start_compiled_decoding(rows=(1, settings.candidates))  # single answers and the default candidates
+    if serving.compile_decode:
+        models.start_compiled_decoding(rows=(1, serving.candidates))  # single answers and the default candidates
     trainer = TrainerClient(settings, source)
-    models.threads_policy = serve_threads_policy(settings, trainer)
+    models.threads_policy = serve_threads_policy(serving, trainer)
     if settings.auto_retrain:
         trainer.start()
     store = FeedbackStore(settings.feedback_dir)

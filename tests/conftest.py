@@ -13,6 +13,16 @@ import pytest
 from tests.helpers import DEFAULT_AUTH, REPO, TINY_SETTINGS, build_tiny_base, start_app
 
 
+_KINDS = ("slow", "stress", "browser")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that is not slow, stress or browser as a unit test (``-m unit``)."""
+    for item in items:
+        if not any(item.get_closest_marker(kind) for kind in _KINDS):
+            item.add_marker(pytest.mark.unit)
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder of the tiny base model (built once per session)."""

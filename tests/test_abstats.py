@@ -1,4 +1,4 @@
-"""abstats: counts, win rate, bootstrap interval, Bradley-Terry, z / chi-square tests, length bias.
+"""abstats: counts, win rate, bootstrap interval, Bradley-Terry, sign and McNemar tests, length bias.
 
 Pure functions: expected values are computed here by hand formulas (or written out, derived
 analytically in the comments), never by calling the code under test a second way.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -16,14 +15,12 @@ import pytest
 from hitl_app.comparison.stats import (
     bootstrap_ci,
     bradley_terry,
-    chi_square_2x2,
     compare_summary,
     decision,
     length_bias,
     outcomes_for,
     pairwise_counts,
     sign_test,
-    two_proportion_z,
     win_rate,
 )
 
@@ -32,115 +29,7 @@ def votes(a: str, b: str, a_wins: int = 0, ties: int = 0, b_wins: int = 0, both_
     return [(a, b, "a")] * a_wins + [(a, b, "tie")] * ties + [(a, b, "b")] * b_wins + [(a, b, "both_bad")] * both_bad
 
 
-# ----- hand formulas, independent of the module -----
-
-
-def hand_z(x_a: int, n_a: int, x_b: int, n_b: int) -> tuple[float, float]:
-    """z (pooled SE) and two-sided p through statistics.NormalDist, not erfc."""
-    p_a, p_b, p = x_a / n_a, x_b / n_b, (x_a + x_b) / (n_a + n_b)
-    z = (p_b - p_a) / math.sqrt(p * (1 - p) * (1 / n_a + 1 / n_b))
-    return z, 2 * NormalDist().cdf(-abs(z))
-
-
-def hand_chi2(table: list[list[int]], yates: bool) -> float:
-    """The textbook shortcut N (|ad - bc| - N/2)^2 / (r1 r2 c1 c2); valid while |ad - bc| >= N/2."""
-    (a, b), (c, d) = table
-    n = a + b + c + d
-    num = abs(a * d - b * c) - (n / 2 if yates else 0)
-    return n * num**2 / ((a + b) * (c + d) * (a + c) * (b + d))
-
-
-# ----- seed 001, practice 7: 1000 trials at 0.80 against 1000 at 0.85 -----
-
-
-def test_practice7_worked_example_800_vs_850():
-    # pooled p = 0.825, SE = sqrt(0.825 * 0.175 * 2/1000) = 0.016993; z = 0.05 / SE.
-    # |O - E| = 25 in every cell, E = 825 / 175: chi2 = 625 * 2 * (1/825 + 1/175) = 1250000/144375;
-    # Yates: 24.5^2 * 2 * (1/825 + 1/175) = 1200500/144375.
-    t = two_proportion_z(800, 1000, 850, 1000)
-    assert t.z == pytest.approx(2.9424, abs=1e-4)
-    assert t.p_value == pytest.approx(0.0032563, abs=1e-6)
-    assert t.diff == pytest.approx(0.05)
-    # unpooled: 1.959964 * sqrt(0.8*0.2/1000 + 0.85*0.15/1000) = 0.033233
-    assert (t.ci_low, t.ci_high) == pytest.approx((0.016767, 0.083233), abs=1e-6)
-    table = [[800, 200], [850, 150]]
-    plain, yates = chi_square_2x2(table, correction=False), chi_square_2x2(table)
-    assert plain.chi2 == pytest.approx(8.6580, abs=1e-4)
-    assert plain.chi2 == pytest.approx(1250000 / 144375)
-    assert plain.chi2 == pytest.approx(t.z**2)
-    assert plain.p_value == pytest.approx(t.p_value)
-    assert yates.chi2 == pytest.approx(8.3152, abs=1e-4)
-    assert yates.chi2 == pytest.approx(1200500 / 144375)
-    assert yates.p_value == pytest.approx(0.0039316, abs=1e-6)
-    assert yates.corrected and not plain.corrected
-
-
-@pytest.mark.parametrize(
-    "x_a, n_a, x_b, n_b",
-    [
-        pytest.param(800, 1000, 850, 1000, id="practice7"),
-        pytest.param(30, 50, 20, 50, id="B-lower"),
-        pytest.param(45, 100, 60, 120, id="unequal-n"),
-        pytest.param(170, 200, 150, 180, id="small-gap"),
-        pytest.param(5, 40, 19, 35, id="large-gap"),
-    ],
-)
-def test_z_and_chi2_match_hand_formulas(x_a, n_a, x_b, n_b):
-    z, p = hand_z(x_a, n_a, x_b, n_b)
-    t = two_proportion_z(x_a, n_a, x_b, n_b)
-    assert t.z == pytest.approx(z, rel=1e-9)
-    assert t.p_value == pytest.approx(p, rel=1e-9)
-    assert t.ci_low < t.diff < t.ci_high
-    table = [[x_a, n_a - x_a], [x_b, n_b - x_b]]
-    assert chi_square_2x2(table, correction=False).chi2 == pytest.approx(hand_chi2(table, yates=False), rel=1e-9)
-    assert chi_square_2x2(table, correction=False).chi2 == pytest.approx(z**2, rel=1e-9)
-    yates = chi_square_2x2(table)
-    assert yates.chi2 == pytest.approx(hand_chi2(table, yates=True), rel=1e-9)
-    assert yates.chi2 < z**2 and yates.p_value > p  # the correction is conservative
-
-
-def test_30_of_50_vs_20_of_50_by_hand():
-    # pooled 0.5, SE = sqrt(0.25 * 2/50) = 0.1, z = -0.2 / 0.1 = -2; p = 0.0455.
-    # E = 25, |O - E| = 5: chi2 = 25 * 4 / 25 = 4 = z^2; Yates 4.5^2 * 4 / 25 = 3.24, p = 0.0719.
-    t = two_proportion_z(30, 50, 20, 50)
-    assert t.z == pytest.approx(-2.0)
-    assert t.p_value == pytest.approx(0.0455, abs=1e-4)
-    assert chi_square_2x2([[30, 20], [20, 30]], correction=False).chi2 == pytest.approx(4.0)
-    yates = chi_square_2x2([[30, 20], [20, 30]])
-    assert yates.chi2 == pytest.approx(3.24)
-    assert yates.p_value == pytest.approx(0.0719, abs=1e-4)
-
-
-def test_yates_never_flips_sign_as_scipy():
-    # [[2, 1], [1, 1]]: E11 = 3 * 3 / 5 = 1.8, |O - E| = 0.2 < 0.5. Plain Yates (|O-E| - 0.5)^2 would
-    # give a positive chi2; scipy shrinks |O - E| by min(0.5, |O - E|), i.e. to 0.
-    assert chi_square_2x2([[2, 1], [1, 1]]).chi2 == 0.0
-    assert chi_square_2x2([[2, 1], [1, 1]]).p_value == 1.0
-    plain = chi_square_2x2([[2, 1], [1, 1]], correction=False).chi2
-    # 0.04 * (1/1.8 + 1/1.2 + 1/1.2 + 1/0.8)
-    assert plain == pytest.approx(0.04 * (1 / 1.8 + 2 / 1.2 + 1 / 0.8))
-
-
-def test_practice7_simulation_seed_42_decision_follows_p():
-    np.random.seed(42)  # as the seed notebook does
-    results_a = np.random.binomial(1, 0.80, 1000)
-    results_b = np.random.binomial(1, 0.85, 1000)
-    x_a, x_b = int(results_a.sum()), int(results_b.sum())
-    assert (x_a, x_b) == (801, 848)  # the legacy RandomState stream is frozen
-    t = two_proportion_z(x_a, 1000, x_b, 1000)
-    chi = chi_square_2x2([[x_a, 1000 - x_a], [x_b, 1000 - x_b]])
-    assert t.p_value == pytest.approx(hand_z(x_a, 1000, x_b, 1000)[1])
-    assert chi.chi2 == pytest.approx(hand_chi2([[x_a, 1000 - x_a], [x_b, 1000 - x_b]], yates=True))
-    ahead = "B" if t.diff > 0 else "A"
-    for p in (t.p_value, chi.p_value):
-        for alpha in (0.05, 0.01, 0.001):
-            text = decision(p, ahead, alpha)
-            if p < alpha:
-                assert text == f"significant at α={alpha:g}: prefer B"
-            else:
-                assert text == "not significant: keep collecting votes"
-    assert 0.001 < t.p_value < 0.01  # the simulated effect is clear at 1%...
-    assert decision(t.p_value, ahead, 0.001).startswith("not significant")  # ...not at 0.1%
+# ----- the decision a p-value leads to -----
 
 
 @pytest.mark.parametrize(
@@ -157,19 +46,6 @@ def test_practice7_simulation_seed_42_decision_follows_p():
 )
 def test_decision(p, ahead, alpha, expected):
     assert decision(p, ahead, alpha) == expected
-
-
-def test_z_edge_cases():
-    empty = two_proportion_z(0, 0, 5, 10)
-    assert empty.z is None and empty.p_value is None and empty.ci_low is None
-    same = two_proportion_z(10, 10, 20, 20)  # both 100%: 0/0, no difference
-    assert (same.z, same.p_value, same.diff) == (0.0, 1.0, 0.0)
-    assert chi_square_2x2([[0, 0], [3, 4]]).chi2 is None
-    assert (chi_square_2x2([[10, 0], [20, 0]]).chi2, chi_square_2x2([[10, 0], [20, 0]]).p_value) == (0.0, 1.0)
-    with pytest.raises(ValueError, match="successes"):
-        two_proportion_z(11, 10, 1, 2)
-    with pytest.raises(ValueError, match="2x2"):
-        chi_square_2x2([[1, 2, 3], [4, 5, 6]])
 
 
 # ----- counts and win rate -----

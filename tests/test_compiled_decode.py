@@ -187,20 +187,20 @@ def test_warm_up_needs_a_single_row_example(compiled: ModelManager) -> None:
 def test_the_app_compiles_in_the_background_and_status_shows_it(make_settings) -> None:
     from hitl_app.app import create_service
     from hitl_app.service.service import Caller
-    from hitl_app.ui.demo import decoding_line
+    from hitl_app.ui.format import decoding_line
 
     settings = make_settings(compile_decode=True, serve_dtype="bfloat16", auto_retrain=False)
     service = create_service(settings)
     try:
-        assert service.status()["fast_path"]["compiled"]["buckets"] == [256, 512]  # 8-token answers, 512 context
+        assert service.status().fast_path["compiled"]["buckets"] == [256, 512]  # 8-token answers, 512 context
         answer = service.ask(PROMPTS[0], Caller("dr-test", "clinician"))  # answered while compiling
         assert answer.version == BASE_VERSION
-        state = wait_for(lambda: (s := service.status()["fast_path"]["compiled"])["ready"] == [[256, 1], [512, 1]] and s, 600)
+        state = wait_for(lambda: (s := service.status().fast_path["compiled"])["ready"] == [[256, 1], [512, 1]] and s, 600)
         assert state["error"] is None and state["compiling"] is None and set(state["compile_s"]) == {"256x1", "512x1"}
         counter = CompiledCalls(service.models.fast.compiled)
         service.ask(PROMPTS[1], Caller("dr-test", "clinician"))
         assert counter.calls == 1
-        assert decoding_line(service.status()["fast_path"]) == (
+        assert decoding_line(service.status().fast_path) == (
             "**Decoding:** bfloat16 merged copy, compiled for 256 tokens x 1, 512 tokens x 1 (cache x answers)"
         )
     finally:
@@ -233,7 +233,7 @@ def test_no_compiled_decoding_without_a_fast_copy(tiny_base: Path, published: Pa
     ],
 )
 def test_the_status_panel_says_how_answers_are_decoded(fast: dict | None, expected: str) -> None:
-    from hitl_app.ui.demo import decoding_line
+    from hitl_app.ui.format import decoding_line
 
     assert decoding_line(fast) == expected
 

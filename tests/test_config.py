@@ -24,7 +24,17 @@ from hitl_app.serving.base_model import (
     embedded_gguf_path,
     ensure_embedded_base,
 )
-from hitl_app.core.config import LORA_TARGETS, Settings, User, describe_settings_error
+from hitl_app.core.config import (
+    CONFIG_SECTIONS,
+    LORA_TARGETS,
+    EvaluationConfig,
+    GateConfig,
+    ServingConfig,
+    Settings,
+    TrainingConfig,
+    User,
+    describe_settings_error,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_CUDA_AVAILABLE = config._cuda_available  # kept before the autouse stub replaces it
@@ -132,6 +142,42 @@ def write_json(path: Path, data: object) -> Path:
 )
 def test_defaults(field: str, expected: object) -> None:
     assert getattr(Settings(_cli_parse_args=[]), field) == expected
+
+
+# ----- config sections -----
+
+
+@pytest.mark.parametrize("section", CONFIG_SECTIONS, ids=lambda s: s.__name__)
+def test_each_section_field_is_a_flag_of_the_same_type(section) -> None:
+    flags = Settings.model_fields
+    assert section.model_fields, f"{section.__name__} holds no field"
+    for name, field in section.model_fields.items():
+        assert name in flags, f"{section.__name__}.{name} is no flag"
+        assert field.annotation == flags[name].annotation, f"{section.__name__}.{name} differs from --{name}"
+
+
+@pytest.mark.parametrize(
+    ("prop", "section"),
+    [("serving_config", ServingConfig), ("training_config", TrainingConfig),
+     ("evaluation_config", EvaluationConfig), ("gate_config", GateConfig)],
+)  # fmt: skip
+def test_settings_build_each_section_from_the_flags(prop: str, section) -> None:
+    settings = Settings(
+        _cli_parse_args=["--device", "cpu", "--lora-r", "8", "--beta", "0.3", "--gate", "off", "--gate-min-pairs", "7",
+                         "--redteam-prompts", "2", "--top-p", "0.5", "--system-prompt", "Be brief."]
+    )  # fmt: skip
+    built = getattr(settings, prop)
+    assert type(built) is section
+    assert built.model_dump() == {name: getattr(settings, name) for name in section.model_fields}
+
+
+def test_sections_are_read_only_and_the_gate_says_whether_it_blocks() -> None:
+    settings = Settings(_cli_parse_args=["--gate", "off"])
+    gate = settings.gate_config
+    assert not gate.enabled and Settings(_cli_parse_args=[]).gate_config.enabled
+    with pytest.raises(ValidationError, match="frozen"):
+        gate.gate_kl_budget = 9.0  # type: ignore[misc]
+    assert settings.training_config.lora_target_modules is not settings.lora_target_modules  # a copy, not a view
 
 
 def test_lora_targets_every_projection() -> None:

@@ -27,7 +27,7 @@ import pytest
 from hitl_app.versions.registry import Registry
 from hitl_app.feedback.records import Feedback, Generation
 from hitl_app.feedback.store import FeedbackStore
-from hitl_app.training.worker import STATUS_FILE
+from hitl_app.training.status import STATUS_FILE
 from tests.helpers import REPO, api_client, free_port, wait_for
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,7 @@ def _stored_markers(root: Path) -> tuple[list[str], int]:
     return markers, len(result.corrupt)
 
 
+@pytest.mark.stress
 def test_r2_sigkill_during_writes_loses_no_acknowledged_record(tmp_path: Path, tiny_base: Path, processes) -> None:
     app = AppProcess(tmp_path, tiny_base, "--no-auto-retrain")
     processes.append(app)
@@ -237,6 +238,7 @@ def _assert_only_complete_versions(root: Path) -> list[str]:
     return versions
 
 
+@pytest.mark.stress
 def test_r2_sigkill_during_a_retrain_publishes_nothing_half_written(tmp_path: Path, tiny_base: Path, processes) -> None:
     app = AppProcess(tmp_path, tiny_base, "--no-auto-retrain", "--gate", "off")
     processes.append(app)

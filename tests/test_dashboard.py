@@ -9,11 +9,12 @@ import gradio as gr
 import pytest
 
 from hitl_app.comparison.votes import vote_outcomes
-from hitl_app.ui.dashboard import (
+from hitl_app.service.service import HITLService
+from hitl_app.service.views import VersionRow
+from hitl_app.ui.dashboard import build_dashboard
+from hitl_app.ui.figures import (
     ab_win_rates,
-    build_dashboard,
     refresh,
-    source_for,
     gate_metric_per_version,
     judgements_over_time,
     kl_per_version,
@@ -21,9 +22,9 @@ from hitl_app.ui.dashboard import (
     retrain_timeline,
     training_per_version,
 )
-from hitl_app.feedback.ledger import FeedbackLedger, Judgement
+from hitl_app.feedback.ledger import Judgement
 from hitl_app.versions.registry import ADAPTER_WEIGHTS, Registry
-from hitl_app.evaluation.style_checks import StyleChecks, make_check
+from hitl_app.evaluation.style_checks import make_check
 from hitl_app.versions.manifest import (
     EvalMetrics,
     GateCheck,
@@ -189,12 +190,13 @@ def test_build_dashboard_draws_every_plot_from_the_service(tmp_path) -> None:
     (staging / ADAPTER_WEIGHTS).write_bytes(b"weights")
     version = registry.publish(staging, manifest("pending"))
     registry.record_round(RoundRecord(started_at=T0, duration_s=12.0, requested_by="auto", outcome="published", version=version))
-    service = SimpleNamespace(
-        ledger=FeedbackLedger(store),
+    # The real service over the store and registry; the model and the trainer are not read.
+    service = HITLService(
+        settings=SimpleNamespace(gate_kl_budget=0.25),
+        store=store,
+        models=SimpleNamespace(),
         registry=registry,
         trainer=SimpleNamespace(status=lambda: TrainerStatus()),
-        settings=SimpleNamespace(gate_kl_budget=0.25),
-        style_checks=StyleChecks(tmp_path / "checkpoints"),
     )
     service.style_checks.put(make_check("summary", "^Summary:", regex=True))
     with gr.Blocks() as demo:
@@ -207,7 +209,7 @@ def test_build_dashboard_draws_every_plot_from_the_service(tmp_path) -> None:
     assert {t for _, t in refresh_event.targets} == {"load", "tick"}
     assert refresh_event.api_visibility == "private"
 
-    frames = dict(zip((p.title for p in plots), refresh(source_for(service))))
+    frames = dict(zip((p.title for p in plots), refresh(service.dashboard_data())))
     for frame, plot in zip(frames.values(), plots):
         assert plot.postprocess(frame) is not None
     assert list(frames["Judgements over time, by kind"].judgements) == [1]
@@ -219,3 +221,12 @@ def test_build_dashboard_draws_every_plot_from_the_service(tmp_path) -> None:
     assert list(styles.columns) == ["version", "style", "adoption", "answers"]  # the test manifest keeps no samples
     edits = frames["Edits per reviewer, and those that did not read as clinical text"]
     assert edits.empty  # the only judgement is an accept
+
+
+def test_every_versions_column_is_a_version_row_field() -> None:
+    from hitl_app.ui.versions import VERSION_COLUMNS
+
+    fields = [field for field, _ in VERSION_COLUMNS]
+    assert len(set(fields)) == len(fields) and set(fields) <= set(VersionRow.model_fields)
+    # Every figure of a version is shown; only the serving flag is told by the status column instead.
+    assert set(VersionRow.model_fields) - set(fields) == {"serving"}

@@ -20,6 +20,7 @@ from hitl_app.serving.base_model import LoadOptions, load_base, load_tokenizer
 from hitl_app.evaluation.estimators import (
     ModelView,
     batch_logprobs,
+    completion_logprob,
     greedy_answers,
     mean_answer_length,
     mean_completion_logprob,
@@ -27,7 +28,6 @@ from hitl_app.evaluation.estimators import (
     preference_accuracy,
     sample_kl,
 )
-from hitl_app.evaluation.scoring import completion_logprob
 
 SYSTEM = {"role": "system", "content": "You are a careful medical assistant."}
 QUESTIONS = [
@@ -167,7 +167,21 @@ def test_perplexity_rejects_texts_with_nothing_to_predict(tokenizer, random_mode
 
 
 # ----- log-probs of completions -----
-def test_batch_logprobs_match_scoring_and_do_not_depend_on_batching(tokenizer, random_model):
+@torch.no_grad()
+def unbatched_logprob(model, tokenizer, prompt, completion: str, reduction: str = "mean") -> float:
+    """The reference the batched scorer is checked against: one sequence, one forward pass, no padding."""
+    prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
+    full_ids = tokenizer.apply_chat_template(
+        [*prompt, {"role": "assistant", "content": completion}], tokenize=True, return_dict=False
+    )
+    assert full_ids[: len(prompt_ids)] == prompt_ids
+    ids = torch.tensor([full_ids])
+    logprobs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)  # position t predicts t+1
+    scored = logprobs.gather(-1, ids[0, 1:, None]).squeeze(-1)[len(prompt_ids) - 1 :]
+    return float(scored.sum() if reduction == "sum" else scored.mean())
+
+
+def test_batch_logprobs_match_an_unbatched_pass_and_do_not_depend_on_batching(tokenizer, random_model):
     one = batch_logprobs(random_model, tokenizer, PROMPTS, ANSWERS, batch_size=1)
     many = batch_logprobs(random_model, tokenizer, PROMPTS, ANSWERS, batch_size=3)
     lengths = {s.n_tokens for s in one}
@@ -175,8 +189,15 @@ def test_batch_logprobs_match_scoring_and_do_not_depend_on_batching(tokenizer, r
     for prompt, answer, a, b in zip(PROMPTS, ANSWERS, one, many):
         assert a.n_tokens == b.n_tokens
         torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
-        assert b.sum == pytest.approx(completion_logprob(random_model, tokenizer, prompt, answer, "sum"), abs=1e-4)
-        assert b.mean == pytest.approx(completion_logprob(random_model, tokenizer, prompt, answer, "mean"), abs=1e-5)
+        assert b.sum == pytest.approx(unbatched_logprob(random_model, tokenizer, prompt, answer, "sum"), abs=1e-4)
+        assert b.mean == pytest.approx(unbatched_logprob(random_model, tokenizer, prompt, answer, "mean"), abs=1e-5)
+
+
+def test_completion_logprob_is_one_reply_of_batch_logprobs(tokenizer, random_model):
+    for prompt, answer in zip(PROMPTS, ANSWERS):
+        for reduction in ("sum", "mean"):
+            expected = unbatched_logprob(random_model, tokenizer, prompt, answer, reduction)
+            assert completion_logprob(random_model, tokenizer, prompt, answer, reduction) == pytest.approx(expected, abs=1e-4)
 
 
 def test_batch_logprobs_refuse_or_truncate_a_reply_longer_than_the_context(tokenizer, random_model):
@@ -188,13 +209,13 @@ def test_batch_logprobs_refuse_or_truncate_a_reply_longer_than_the_context(token
     prompt_ids = tokenizer.apply_chat_template(PROMPTS[0], add_generation_prompt=True, tokenize=True, return_dict=False)
     assert cut.n_tokens == limit - len(prompt_ids)
     (short,) = batch_logprobs(random_model, tokenizer, [PROMPTS[0]], [ANSWERS[0]], truncate=True)
-    assert short.sum == pytest.approx(completion_logprob(random_model, tokenizer, PROMPTS[0], ANSWERS[0], "sum"), abs=1e-4)
+    assert short.sum == pytest.approx(unbatched_logprob(random_model, tokenizer, PROMPTS[0], ANSWERS[0], "sum"), abs=1e-4)
 
 
-def test_mean_completion_logprob_agrees_with_scoring(tokenizer, random_model):
-    expected = sum(completion_logprob(random_model, tokenizer, p, a) for p, a in zip(PROMPTS, ANSWERS)) / len(ANSWERS)
+def test_mean_completion_logprob_agrees_with_an_unbatched_pass(tokenizer, random_model):
+    expected = sum(unbatched_logprob(random_model, tokenizer, p, a) for p, a in zip(PROMPTS, ANSWERS)) / len(ANSWERS)
     assert mean_completion_logprob(random_model, tokenizer, PROMPTS, ANSWERS) == pytest.approx(expected, abs=1e-5)
-    sums = [completion_logprob(random_model, tokenizer, p, a, "sum") for p, a in zip(PROMPTS, ANSWERS)]
+    sums = [unbatched_logprob(random_model, tokenizer, p, a, "sum") for p, a in zip(PROMPTS, ANSWERS)]
     n = sum(s.n_tokens for s in batch_logprobs(random_model, tokenizer, PROMPTS, ANSWERS))
     pooled = mean_completion_logprob(random_model, tokenizer, PROMPTS, ANSWERS, weighting="token")
     assert pooled == pytest.approx(sum(sums) / n, abs=1e-5)

@@ -86,13 +86,13 @@ def test_gate_rules_and_tolerances(make_settings, overrides: dict, failing: list
         gate_max_unfinished_rise=0.25,
         gate_max_unclear_rise=0.1,
     )
-    result = decide(metrics(**overrides), settings)
+    result = decide(metrics(**overrides), settings.gate_config)
     assert [c.metric for c in result.failures] == failing
     assert result.passed == (not failing) and result.enabled
     kl = next(c for c in result.checks if c.metric == "kl_base")
     assert kl.value == metrics(**overrides).kl_base  # the KL figure is always reported
     # With the gate off the same checks are recorded, but nothing is held back.
-    off = decide(metrics(**overrides), make_settings(gate="off"))
+    off = decide(metrics(**overrides), make_settings(gate="off").gate_config)
     assert off.passed and not off.enabled and len(off.checks) == len(result.checks) >= 4
 
 
@@ -176,7 +176,7 @@ def test_the_gate_holds_back_a_poisoned_round_and_promotes_a_good_one(
 ) -> None:
     from hitl_app.evaluation import version_eval
     from hitl_app.evaluation.evalsets import ProbeText
-    from hitl_app.training.worker import RoundRunner
+    from hitl_app.training.round import RoundRunner
     from tests.helpers import CORPUS
 
     # The tiny model's world is its corpus: measure its perplexity there.

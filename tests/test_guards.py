@@ -8,18 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from hitl_app.safety.guards import (
+from hitl_app.safety.input_guard import (
     CRISIS_SUPPORT,
     INPUT_RULES,
     POISONING_SUPPORT,
-    RED_FLAGS,
     REFUSAL_MESSAGE,
-    URGENCY_PHRASES,
     check_input,
-    check_output,
-    is_refusal,
     refusal_for,
 )
+from hitl_app.safety.refusals import is_refusal
+from hitl_app.safety.urgency import RED_FLAGS, URGENCY_PHRASES, check_output
 from hitl_app.evaluation.redteam_data import (
     ADVERSARIAL_CATEGORIES,
     ADVERSARIAL_PATH,

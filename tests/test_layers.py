@@ -16,7 +16,7 @@ LINT = Path(sys.executable).with_name("lint-imports")
 def _lint(root: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(root)}
     return subprocess.run(
-        [str(LINT), "--no-cache", "--config", str(root / "pyproject.toml")],
+        [str(LINT), "--no-cache", str(root / "pyproject.toml")],
         cwd=root, env=env, capture_output=True, text=True, timeout=300,
     )
 

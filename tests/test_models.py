@@ -126,7 +126,7 @@ def served_logits(manager: ModelManager, version: str | None = None) -> torch.Te
 
 @pytest.fixture
 def swaps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Counts calls of peft's in-place hot-swap (ModelManager imports it at swap time)."""
+    """Counts calls of peft's in-place hot-swap (the adapter slot imports it at swap time)."""
     import peft.utils.hotswap as hotswap
 
     calls: list[str] = []
@@ -163,7 +163,7 @@ def test_hot_swap_serves_each_adapter_exactly(manager: ModelManager, reference, 
         assert_same(served_logits(manager), reference(version))
         # the in-place path: one slot named "default", swapped by peft's hotswap, nothing reloaded
         assert swaps == ["default"] * step
-        assert manager._adapter == "default"
+        assert manager.slot.adapter == "default"
         assert list(manager.model.peft_config) == ["default"]
 
     manager.activate(BASE_VERSION)
@@ -192,11 +192,11 @@ def test_swap_from_a_loaded_adapter(
     assert_same(served_logits(manager), reference(version))
     if hot_swapped:
         assert swaps == ["default"]
-        assert manager._adapter == "default"
+        assert manager.slot.adapter == "default"
     else:
         assert swaps == []
-        assert manager._adapter != "default"
-    assert list(manager.model.peft_config) == [manager._adapter]  # never two adapters left loaded
+        assert manager.slot.adapter != "default"
+    assert list(manager.model.peft_config) == [manager.slot.adapter]  # never two adapters left loaded
 
     # and back again: the first adapter is served exactly, whatever the slot now holds
     manager.activate("v0001")
@@ -213,7 +213,7 @@ def test_another_version_answers_without_changing_the_serving_one(manager: Model
         assert manager.generate(PROMPT, sampling=GREEDY, version=version).version == version
         assert manager.version == "v0001"
         assert_same(served_logits(manager), reference("v0001"))
-    extra = [name for name in manager.model.peft_config if name != manager._adapter]
+    extra = [name for name in manager.model.peft_config if name != manager.slot.adapter]
     assert len(extra) <= 4  # comparison adapters are bounded
     with pytest.raises(NotFoundError):
         manager.generate(PROMPT, sampling=GREEDY, version="v0099")
@@ -415,7 +415,7 @@ def test_streamed_candidates_come_from_one_batched_call(
 
 
 def test_candidate_streamer_keeps_up_with_a_slow_reader(tiny_base: Path) -> None:
-    from hitl_app.serving.manager import CandidateStreamer
+    from hitl_app.serving.generation import CandidateStreamer
 
     tokenizer = load_tokenizer(tiny_base)
     words = [tokenizer.encode(w, add_special_tokens=False) for w in ("Asthma", " is", " treated")]
@@ -431,7 +431,7 @@ def test_candidate_streamer_keeps_up_with_a_slow_reader(tiny_base: Path) -> None
 
 
 def test_candidate_streamer_holds_back_a_split_character(tiny_base: Path) -> None:
-    from hitl_app.serving.manager import CandidateStreamer
+    from hitl_app.serving.generation import CandidateStreamer
 
     tokenizer = load_tokenizer(tiny_base)
     ids = tokenizer.encode("é", add_special_tokens=False)
@@ -499,7 +499,7 @@ def test_watch_follows_active_until_closed(manager: ModelManager, registry: Regi
     assert manager.generate(PROMPT).version == "v0001"
 
     manager.close()
-    assert manager._watcher is not None and not manager._watcher.is_alive()
+    assert manager._watcher.thread is not None and not manager._watcher.thread.is_alive()
     registry.set_active("v0002", by="test")
     time.sleep(0.2)
     assert manager.version == "v0001"

@@ -15,12 +15,12 @@ import torch
 from hitl_app.serving.base_model import LoadOptions, load_base, load_tokenizer
 from hitl_app.training.preference import (
     MIN_KTO_ROWS,
-    PreferenceResult,
     choose_method,
     kto_batch_size,
     train_preference,
 )
 from hitl_app.training.sft import TrainConfig, attach_adapter, train_sft
+from hitl_app.versions.manifest import PreferenceMetrics
 
 SYSTEM = "You are a careful medical assistant helping clinicians."
 # (question, better answer, worse answer)
@@ -81,7 +81,8 @@ def assert_finite(*values: float | None) -> None:
 
 @pytest.fixture
 def cfg(make_settings) -> TrainConfig:
-    return TrainConfig.from_settings(make_settings(num_epochs=2, preference_epochs=2, train_batch_size=2, lora_dropout=0.0))
+    settings = make_settings(num_epochs=2, preference_epochs=2, train_batch_size=2, lora_dropout=0.0)
+    return TrainConfig.from_config(settings.training_config)
 
 
 @pytest.fixture
@@ -189,23 +190,23 @@ def test_dpo_trains_lora_only_and_reports_trl_figures(base, tokenizer, cfg, reco
         model, tokenizer, "dpo", dpo_rows(), cfg, BETA, progress=lambda f, m: progress.append((f, m))
     )
 
-    assert isinstance(result, PreferenceResult)
+    assert isinstance(result, PreferenceMetrics)
     assert result.method == "dpo" and result.rows == len(PAIRS) and result.reference == "adapter"
     assert result.steps == 2 * math.ceil(len(PAIRS) / cfg.batch_size) > 0
     assert result.duration_s > 0
-    assert_finite(result.loss, result.eval_loss_after, result.reward_accuracy, result.reward_margin)
+    assert_finite(result.loss, result.loss_after, result.reward_accuracy, result.reward_margin)
     assert_finite(result.rewards_chosen, result.rewards_rejected, result.kl)
     assert 0.0 <= result.reward_accuracy <= 1.0
     # the stage learnt the preference: chosen answers gained on rejected ones, and the loss fell below log 2
     assert result.reward_margin > 0
-    assert result.eval_loss_after < math.log(2)
-    assert result.eval_loss_before is None and result.metrics_before == {}  # eval_before is off by default
+    assert result.loss_after < math.log(2)
+    assert result.loss_before is None and result.metrics_before == {}  # eval_before is off by default
     # the figures are TRL's own eval metrics, under TRL's names
-    m = result.metrics
+    m = result.trl_metrics
     assert result.reward_accuracy == m["eval_rewards/accuracies"]
     assert result.reward_margin == m["eval_rewards/margins"]
     assert result.rewards_chosen == m["eval_rewards/chosen"] and result.rewards_rejected == m["eval_rewards/rejected"]
-    assert result.eval_loss_after == m["eval_loss"]
+    assert result.loss_after == m["eval_loss"]
     assert {"eval_logps/chosen", "eval_logps/rejected"} <= m.keys()
     assert all(math.isfinite(v) for v in m.values())
     # TRL's DPO logs no KL: kl is the mean log-ratio to the reference, i.e. rewards / beta
@@ -230,7 +231,7 @@ def test_dpo_trains_lora_only_and_reports_trl_figures(base, tokenizer, cfg, reco
 def test_dpo_without_eval_after_reports_training_logs(base, tokenizer, cfg) -> None:
     model = attach_adapter(base, None, cfg)
     result = train_preference(model, tokenizer, "dpo", dpo_rows(), cfg, BETA, eval_after=False)
-    assert result.eval_loss_after is None and result.metrics == {}
+    assert result.loss_after is None and result.trl_metrics == {}
     assert result.reward_accuracy is None and result.reward_margin is None and result.kl is None
     assert_finite(result.loss)
     assert result.train_metrics["loss"] == pytest.approx(result.loss)
@@ -248,20 +249,20 @@ def test_kto_trains_lora_only(base, tokenizer, cfg, recorded, labels: list[bool]
     result = train_preference(model, tokenizer, "kto", kto_rows(labels), cfg, BETA)
 
     assert result.method == "kto" and result.rows == len(labels) and result.steps > 0
-    assert_finite(result.loss, result.eval_loss_after, result.kl, result.rewards_rejected)
-    assert result.kl == result.metrics["eval_kl"] >= 0.0  # TRL's own KL estimate, clamped at 0
+    assert_finite(result.loss, result.loss_after, result.kl, result.rewards_rejected)
+    assert result.kl == result.trl_metrics["eval_kl"] >= 0.0  # TRL's own KL estimate, clamped at 0
     assert result.reward_accuracy is None  # TRL's KTO reports no accuracy
     # the undesirable answers lost probability against the reference
     assert result.rewards_rejected < 0
     if all(not label for label in labels):
         assert result.rewards_chosen is None and result.reward_margin is None
-        assert "eval_rewards/chosen" not in result.metrics
+        assert "eval_rewards/chosen" not in result.trl_metrics
     else:
         # the desirable answers gained on the undesirable ones (TRL logs rewards/margins only for
         # batches holding both kinds, so it may be absent after the seeded shuffle)
         assert_finite(result.rewards_chosen)
         assert result.rewards_chosen > result.rewards_rejected
-        assert result.reward_margin == result.metrics.get("eval_rewards/margins")
+        assert result.reward_margin == result.trl_metrics.get("eval_rewards/margins")
     assert_lora_moved_base_kept(model, before)
     assert [(r["trainer"], r["ref_model"], r["batch_size"]) for r in recorded] == [("KTOTrainer", None, 2)]
 
@@ -325,7 +326,7 @@ def test_reference_is_a_frozen_adapter_copy_or_the_base(base, tokenizer, cfg, re
         # the reference is the policy itself at that point: rewards 0, loss log 2
         assert before["eval_rewards/chosen"] == pytest.approx(0.0, abs=1e-5)
         assert before["eval_rewards/rejected"] == pytest.approx(0.0, abs=1e-5)
-        assert result.eval_loss_before == pytest.approx(math.log(2), abs=1e-5)
+        assert result.loss_before == pytest.approx(math.log(2), abs=1e-5)
         assert recorded[0]["adapters"] == ["default", "ref"]
     else:
         # the reference is the base: the rewards before training are SFT's shift, beta * (policy - base)
@@ -345,8 +346,8 @@ def test_fresh_adapter_starts_at_the_reference(base, tokenizer, cfg) -> None:
     result = train_preference(model, tokenizer, "dpo", dpo_rows(), cfg, BETA, eval_before=True, reference="base")
     assert result.metrics_before["eval_rewards/chosen"] == pytest.approx(0.0, abs=1e-5)
     assert result.metrics_before["eval_rewards/margins"] == pytest.approx(0.0, abs=1e-5)
-    assert result.eval_loss_before == pytest.approx(math.log(2), abs=1e-5)
-    assert result.eval_loss_after < result.eval_loss_before
+    assert result.loss_before == pytest.approx(math.log(2), abs=1e-5)
+    assert result.loss_after < result.loss_before
 
 
 # ----- bad input -----

@@ -29,6 +29,7 @@ APP_AUTH = [f"{u}:{p}" for u, p in USERS]
 APP_OPTIONS = {"auto_retrain": False}
 
 
+@pytest.mark.stress
 def test_r1_concurrent_clients_lose_and_duplicate_nothing(app) -> None:
     service = app.service
     sampling = Sampling(do_sample=False, temperature=0.0, top_p=1.0, max_new_tokens=8)
@@ -90,7 +91,7 @@ def test_r1_concurrent_clients_lose_and_duplicate_nothing(app) -> None:
     assert len(set(texts)) == total
     service.ledger.refresh()
     assert service.ledger.corrupt == []
-    assert service.status()["since_last_version"] >= total
+    assert service.status().since_last_version >= total
 
 
 # ----- R4: bad input through the API -----

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hitl_app.evaluation.scoring import completion_logprob
+from hitl_app.evaluation.estimators import completion_logprob
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def test_rankings_teach_a_preferred_style_by_dpo(embedded_base: Path, tmp_path: 
     from hitl_app.versions.registry import Registry
     from hitl_app.feedback.records import BASE_VERSION, Feedback, Generation, Sampling
     from hitl_app.feedback.store import FeedbackStore
-    from hitl_app.training.worker import RoundRunner
+    from hitl_app.training.round import RoundRunner
 
     settings = Settings(
         base_model=str(embedded_base),

@@ -43,7 +43,7 @@ def test_one_round_of_edits_teaches_a_style_and_the_judge_reads_clinical_text(em
     from hitl_app.versions.registry import Registry
     from hitl_app.feedback.records import BASE_VERSION, Feedback, Generation, Sampling
     from hitl_app.feedback.store import FeedbackStore
-    from hitl_app.training.worker import RoundRunner
+    from hitl_app.training.round import RoundRunner
 
     settings = Settings(
         base_model=str(embedded_base),

@@ -1,4 +1,4 @@
-"""How many CPU threads an answer may use, given the trainer's state (app.serve_threads_policy)."""
+"""How many CPU threads an answer may use, given the trainer's state (serving.threads.serve_threads_policy)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from hitl_app.app import serve_threads_policy
+from hitl_app.serving.threads import serve_threads_policy
 
 
 class FakeTrainer:
@@ -25,7 +25,7 @@ def test_answers_use_every_core_when_idle_and_leave_the_trainers_while_it_trains
 ) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     trainer = FakeTrainer()
-    policy = serve_threads_policy(make_settings(trainer_threads=1), trainer)
+    policy = serve_threads_policy(make_settings(trainer_threads=1).serving_config, trainer)
     assert policy() == cores
     trainer.training = True
     assert policy() == max(1, cores - 1)
@@ -35,6 +35,6 @@ def test_answers_use_every_core_when_idle_and_leave_the_trainers_while_it_trains
 
 def test_a_fixed_serve_threads_is_used_as_given(make_settings) -> None:
     trainer = FakeTrainer()
-    policy = serve_threads_policy(make_settings(serve_threads=3), trainer)
+    policy = serve_threads_policy(make_settings(serve_threads=3).serving_config, trainer)
     trainer.training = True
     assert policy() == 3

@@ -249,7 +249,8 @@ def settings(make_settings):
 
 
 def test_round_runner_publishes_a_complete_version(settings, tiny_base: Path) -> None:
-    from hitl_app.training.worker import RoundRunner, StatusFile
+    from hitl_app.training.round import RoundRunner
+    from hitl_app.training.status import StatusFile
 
     store = FeedbackStore(settings.feedback_dir)
     judge = Judge(store)
@@ -305,8 +306,8 @@ def test_round_runner_continues_from_the_active_version(
 ) -> None:
     from peft import PeftModel
 
-    import hitl_app.training.worker as worker
-    from hitl_app.training.worker import RoundRunner
+    import hitl_app.training.round as training_round
+    from hitl_app.training.round import RoundRunner
 
     attached: list[tuple[Path | None, dict]] = []
 
@@ -315,7 +316,7 @@ def test_round_runner_continues_from_the_active_version(
         attached.append((parent_adapter, lora_state(model)))
         return model
 
-    monkeypatch.setattr(worker, "attach_adapter", recording_attach)
+    monkeypatch.setattr(training_round, "attach_adapter", recording_attach)
     store = FeedbackStore(settings.feedback_dir)
     judge = Judge(store)
     first = [judge.judge("accept", *qa) for qa in QA[:3]]
@@ -355,7 +356,8 @@ def test_round_runner_continues_from_the_active_version(
 
 
 def test_round_runner_with_nothing_to_train(settings, tiny_base: Path) -> None:
-    from hitl_app.training.worker import RoundRunner, StatusFile
+    from hitl_app.training.round import RoundRunner
+    from hitl_app.training.status import StatusFile
 
     runner = RoundRunner(settings, str(tiny_base))
     assert runner.run("empty") is None

@@ -17,7 +17,9 @@ from hitl_app.versions.registry import Registry
 from hitl_app.feedback.records import BASE_VERSION, Feedback, Generation, Sampling
 from hitl_app.versions.manifest import TrainerStatus
 from hitl_app.feedback.store import FeedbackStore
-from hitl_app.training.worker import FAULT_ENV, StatusFile, TrainerClient
+from hitl_app.training.process import TrainerClient
+from hitl_app.training.round import FAULT_ENV
+from hitl_app.training.status import StatusFile
 
 ROUND_TIMEOUT_S = 120
 QA = [
@@ -247,7 +249,7 @@ def test_round_runs_the_preference_stage_its_rows_call_for(
 ) -> None:
     import math
 
-    from hitl_app.training.worker import RoundRunner
+    from hitl_app.training.round import RoundRunner
 
     settings = make_settings(train_method=train_method, candidates=3, temperature=0.7)
     Registry(settings.checkpoints_dir)
@@ -275,7 +277,7 @@ def test_round_runs_the_preference_stage_its_rows_call_for(
 
 
 def test_a_round_with_rows_for_no_stage_publishes_nothing(make_settings, tiny_base: Path) -> None:
-    from hitl_app.training.worker import RoundRunner
+    from hitl_app.training.round import RoundRunner
 
     # One reject is a single KTO label: too few for KTO, and no SFT row.
     settings = make_settings(candidates=3, temperature=0.7)

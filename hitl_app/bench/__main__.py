@@ -53,7 +53,7 @@ def run_step(results: dict[str, Any], key: str, fn: Callable[[], dict[str, Any]]
 
 def run_with_trainer(cfg: BenchConfig, settings: Settings, base: Path, tokenizer, results: dict[str, Any]) -> None:
     """Start the trainer process in the ``settings`` workspace, run ``retrain`` and ``answers`` on it, stop it."""
-    from ..training.worker import TrainerClient
+    from ..training.process import TrainerClient
 
     trainer = TrainerClient(settings, str(base))
     try:

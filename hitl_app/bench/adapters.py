@@ -23,7 +23,7 @@ def publish_trained_adapters(settings: Settings, base: Path, tokenizer, judgemen
     Raises:
         RuntimeError: a round had nothing to train on.
     """
-    from ..training.worker import RoundRunner
+    from ..training.round import RoundRunner
 
     runner = RoundRunner(settings, str(base))
     versions = []
@@ -53,7 +53,7 @@ def publish_random_adapters(settings: Settings, base: Path, count: int = 2, b_st
     from ..training.sft import TrainConfig
 
     registry = Registry(settings.checkpoints_dir)
-    cfg = TrainConfig.from_settings(settings)
+    cfg = TrainConfig.from_config(settings.training_config)
     model = get_peft_model(load_base(str(base), LoadOptions(device=cfg.device)), cfg.lora_config())
     versions: list[str] = []
     for i in range(count):

@@ -29,7 +29,7 @@ from .workspace import serving
 
 if TYPE_CHECKING:
     from ..serving.manager import ModelManager
-    from ..training.worker import TrainerClient
+    from ..training.process import TrainerClient
 
 log = logging.getLogger(__name__)
 

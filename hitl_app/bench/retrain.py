@@ -20,7 +20,7 @@ from .rounds import round_figures, start_round, wait_round
 from .figures import fmt
 
 if TYPE_CHECKING:
-    from ..training.worker import TrainerClient
+    from ..training.process import TrainerClient
 
 log = logging.getLogger(__name__)
 

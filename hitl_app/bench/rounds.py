@@ -15,7 +15,7 @@ from ..versions.manifest import Manifest
 from .timing import METER, wait_for
 
 if TYPE_CHECKING:
-    from ..training.worker import TrainerClient
+    from ..training.process import TrainerClient
 
 # What the retrain figures keep of the manifest's PreferenceMetrics (the rest is in "metrics").
 _PREFERENCE_FIELDS = (

@@ -61,7 +61,7 @@ def build_manager(settings: Settings, base: Path, tokenizer) -> "ModelManager":
     registry = Registry(settings.checkpoints_dir)
     options = LoadOptions(device=settings.resolved_device(), load_in_4bit=settings.load_in_4bit)
     model = load_base(str(base), options)
-    lora = TrainConfig.from_settings(settings).lora_config()
+    lora = TrainConfig.from_config(settings.training_config).lora_config()
     serve_dtype = resolve_serve_dtype(settings.serve_dtype, options.device, options.load_in_4bit)
     return ModelManager.wrap(
         model, tokenizer, registry, app_sampling(settings), settings.system_prompt or None, lora, serve_dtype

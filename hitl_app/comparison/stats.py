@@ -14,9 +14,9 @@ Conventions, used everywhere below:
 
 Which test for what. Votes are paired: each compares the two versions on the same question, so
 "is A preferred?" is a one-sample question about the win rate, answered by ``sign_test`` (what
-``compare_summary`` uses). ``two_proportion_z`` and ``chi_square_2x2`` compare two *independent*
-samples, e.g. each version's accuracy on its own set of graded answers (the seed's practice 7);
-feeding them A's wins and B's wins from the same votes would double-count every vote.
+``compare_summary`` uses) and ``mcnemar``. A test of two *independent* samples (a two-proportion
+z-test, a chi-square test of a 2x2 table) would not fit: feeding it A's wins and B's wins from the
+same votes would double-count every vote.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import Protocol
 
 import numpy as np
@@ -324,79 +323,11 @@ def _check_mle_exists(wins: np.ndarray, names: list[str]) -> None:
 
 
 @dataclass(frozen=True)
-class ProportionTest:
-    """Two-proportion z-test of B against A; figures None when either sample is empty."""
-
-    p_a: float | None
-    p_b: float | None
-    z: float | None  # positive when B's proportion is higher
-    p_value: float | None  # two-sided
-    diff: float | None  # p_b - p_a
-    ci_low: float | None  # of diff, unpooled (Wald) standard error
-    ci_high: float | None
-    level: float
-
-
-def two_proportion_z(successes_a: int, n_a: int, successes_b: int, n_b: int, level: float = 0.95) -> ProportionTest:
-    """Two-sided z-test that A and B succeed equally often, for two independent samples.
-
-    ``z = (p_b - p_a) / sqrt(p (1 - p) (1/n_a + 1/n_b))`` with ``p`` the pooled proportion, and
-    ``p_value = erfc(|z| / sqrt 2)``. The interval of ``p_b - p_a`` uses the unpooled standard
-    error ``sqrt(p_a (1 - p_a) / n_a + p_b (1 - p_b) / n_b)``. When both proportions are 0 or
-    both 1 the statistic is 0/0; the samples do not differ, so ``z = 0`` and ``p_value = 1``.
-    ``z**2`` equals ``chi_square_2x2`` of the same counts without correction.
-
-    Raises:
-        ValueError: a count is negative or successes exceed their sample.
-    """
-    _check_counts(successes_a, n_a, "a")
-    _check_counts(successes_b, n_b, "b")
-    if n_a == 0 or n_b == 0:
-        return ProportionTest(None, None, None, None, None, None, None, level)
-    p_a, p_b = successes_a / n_a, successes_b / n_b
-    pooled = (successes_a + successes_b) / (n_a + n_b)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
-    z = 0.0 if se == 0 else (p_b - p_a) / se
-    half = NormalDist().inv_cdf((1 + level) / 2) * math.sqrt(p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b)
-    diff = p_b - p_a
-    return ProportionTest(p_a, p_b, z, _two_sided_p(z), diff, diff - half, diff + half, level)
-
-
-@dataclass(frozen=True)
 class ChiSquare:
-    """Pearson's chi-square test of a 2x2 table (df = 1); figures None when a row is empty."""
+    """A chi-square test with one degree of freedom: the statistic and its p-value."""
 
-    chi2: float | None
-    p_value: float | None
-    corrected: bool  # Yates' continuity correction applied
-
-
-def chi_square_2x2(table: Sequence[Sequence[int]], correction: bool = True) -> ChiSquare:
-    """Chi-square test of independence of a 2x2 table, as ``scipy.stats.chi2_contingency`` does it.
-
-    Rows are the samples (e.g. ``[[successes_a, failures_a], [successes_b, failures_b]]``).
-    Yates' correction follows scipy: each ``|O - E|`` shrinks by ``min(0.5, |O - E|)``, so it
-    never flips a sign. ``p = erfc(sqrt(chi2 / 2))`` (the chi-square tail with one degree of
-    freedom). A column of zeros (every case in one column) gives ``chi2 = 0``, ``p = 1``, where
-    scipy would raise.
-
-    Raises:
-        ValueError: the table is not 2x2 or has a negative count.
-    """
-    obs = np.asarray(table, dtype=float)
-    if obs.shape != (2, 2) or (obs < 0).any():
-        raise ValueError(f"expected a 2x2 table of non-negative counts, got {table!r}")
-    rows, cols, n = obs.sum(axis=1), obs.sum(axis=0), obs.sum()
-    if (rows == 0).any():
-        return ChiSquare(None, None, correction)
-    if (cols == 0).any():
-        return ChiSquare(0.0, 1.0, correction)
-    expected = np.outer(rows, cols) / n
-    dev = np.abs(obs - expected)
-    if correction:
-        dev = dev - np.minimum(0.5, dev)
-    chi2 = float((dev**2 / expected).sum())
-    return ChiSquare(chi2, math.erfc(math.sqrt(chi2 / 2)), correction)
+    chi2: float
+    p_value: float
 
 
 def sign_test(wins: int, losses: int) -> float:
@@ -434,7 +365,7 @@ def mcnemar(wins: int, losses: int) -> ChiSquare:
         raise ValueError(f"counts must be non-negative, got wins={wins}, losses={losses}")
     n = wins + losses
     chi2 = 0.0 if n == 0 else (wins - losses) ** 2 / n
-    return ChiSquare(chi2=chi2, p_value=math.erfc(math.sqrt(chi2 / 2)), corrected=False)
+    return ChiSquare(chi2=chi2, p_value=math.erfc(math.sqrt(chi2 / 2)))
 
 
 def decision(p: float | None, ahead: str | None = None, alpha: float = 0.05) -> str:
@@ -588,15 +519,6 @@ def _triple(vote: Vote) -> tuple[str, str, str]:
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r} in vote {va!r} vs {vb!r}; use one of {', '.join(OUTCOMES)}")
     return va, vb, outcome
-
-
-def _two_sided_p(z: float) -> float:
-    return math.erfc(abs(z) / math.sqrt(2))
-
-
-def _check_counts(successes: int, n: int, side: str) -> None:
-    if n < 0 or not 0 <= successes <= n:
-        raise ValueError(f"sample {side}: need 0 <= successes <= n, got successes={successes}, n={n}")
 
 
 def _fmt(x: float | None, spec: str) -> str:

@@ -2,6 +2,11 @@
 
 Validation collects every problem it finds and raises one error that lists them all, before any
 model is loaded.
+
+Each part of the app reads its own section, a frozen model holding only the fields it needs
+(``ServingConfig``, ``TrainingConfig``, ``EvaluationConfig``, ``GateConfig``); ``Settings`` builds
+them (``settings.training_config`` and so on). A section's fields have the names, types and
+meanings of the flags they come from.
 """
 
 from __future__ import annotations
@@ -9,9 +14,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -30,6 +35,87 @@ class User(BaseModel):
     username: str = Field(min_length=1)
     password: str = Field(min_length=1)
     role: Role = "clinician"
+
+
+class _Section(BaseModel):
+    """A part's view of the settings: the named flags, read only."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServingConfig(_Section):
+    """What answering questions reads: where the model runs and how it decodes."""
+
+    device: Literal["auto", "cpu", "cuda"]
+    load_in_4bit: bool
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    system_prompt: str
+    candidates: int
+    serve_threads: int
+    trainer_threads: int  # the cores a training round takes, which answers leave to it
+    serve_dtype: Literal["auto", "float32", "bfloat16"]
+    compile_decode: bool
+
+
+class TrainingConfig(_Section):
+    """What a training round reads: its rows (replay, hold-out), LoRA, the optimiser, the method."""
+
+    replay_size: int
+    holdout_fraction: float
+    seed: int
+    device: Literal["auto", "cpu", "cuda"]
+    load_in_4bit: bool
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    lora_target_modules: list[str]
+    learning_rate: float
+    num_epochs: float
+    preference_epochs: float
+    preference_learning_rate: float
+    sft_loss_floor: float
+    train_batch_size: int
+    max_seq_length: int
+    train_method: Literal["auto", "sft", "dpo", "kto"]
+    beta: float
+    trainer_threads: int
+
+
+class EvaluationConfig(_Section):
+    """What the evaluation of a new version reads: which data, and how it is prompted and scored."""
+
+    holdout_fraction: float
+    system_prompt: str
+    eval_probe_prompts: int
+    redteam_prompts: int
+    beta: float  # scales the implicit reward margin of held-out pairs, as in training
+    seed: int
+
+
+class GateConfig(_Section):
+    """What the promotion gate reads: whether it blocks, and the tolerance of each rule."""
+
+    gate: Literal["on", "off"]
+    gate_max_accuracy_drop: float
+    gate_min_pairs: int
+    gate_max_perplexity_rise: float
+    gate_kl_budget: float
+    gate_max_logprob_drop: float
+    gate_max_loop_rise: float
+    gate_max_unfinished_rise: float
+    gate_max_unclear_rise: float
+    gate_max_safety_drop: float
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a version that fails a rule is held back (``--gate on``)."""
+        return self.gate == "on"
+
+
+CONFIG_SECTIONS: tuple[type[_Section], ...] = (ServingConfig, TrainingConfig, EvaluationConfig, GateConfig)
+SectionT = TypeVar("SectionT", bound=_Section)
 
 
 class Settings(BaseSettings):
@@ -260,11 +346,41 @@ class Settings(BaseSettings):
             raise ValueError(f"username given more than once: {', '.join(repeated)}")
         return users
 
+    # Named ``*_config`` because ``settings.gate`` is already the --gate flag itself.
+    @property
+    def serving_config(self) -> ServingConfig:
+        """The settings that answering questions reads."""
+        return self._section(ServingConfig)
+
+    @property
+    def training_config(self) -> TrainingConfig:
+        """The settings that a training round reads."""
+        return self._section(TrainingConfig)
+
+    @property
+    def evaluation_config(self) -> EvaluationConfig:
+        """The settings that the evaluation of a new version reads."""
+        return self._section(EvaluationConfig)
+
+    @property
+    def gate_config(self) -> GateConfig:
+        """The settings that the promotion gate reads."""
+        return self._section(GateConfig)
+
+    def _section(self, section: type[SectionT]) -> SectionT:
+        # A section's fields are named as the flags they come from, so its field list is the copy list.
+        return section.model_validate({name: getattr(self, name) for name in section.model_fields})
+
     def resolved_device(self) -> str:
         """``cpu`` or ``cuda``: what ``--device auto`` means on this machine."""
-        if self.device == "auto":
-            return "cuda" if _cuda_available() else "cpu"
-        return self.device
+        return resolve_device(self.device)
+
+
+def resolve_device(device: str) -> str:
+    """``cpu`` or ``cuda``: what a ``--device`` value (``auto``, ``cpu``, ``cuda``) means on this machine."""
+    if device == "auto":
+        return "cuda" if _cuda_available() else "cpu"
+    return device
 
 
 def _cuda_available() -> bool:

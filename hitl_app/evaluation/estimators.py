@@ -4,6 +4,7 @@ Every function is stateless: it takes a model (or a ``ModelView``), a tokenizer 
 batched forward passes under ``torch.no_grad()`` and returns a small dataclass or a float.
 
 - ``batch_logprobs``: per-token log-probs of completions after chat prompts.
+- ``completion_logprob``: the same for one completion, reduced to its mean or sum.
 - ``mean_completion_logprob``: their mean (e.g. clinicians' edited answers on held-out edits).
 - ``preference_accuracy``: DPO implicit-reward accuracy and margin on held-out pairs.
 - ``perplexity``: exp(mean NLL) over plain texts.
@@ -17,11 +18,8 @@ change the model's state while they are entered, so a model shared with the serv
 be evaluated under its lock. Every function puts the model in eval mode (no dropout) for the
 call and restores each module's previous mode afterwards.
 
-Completions are rendered exactly as ``scoring.completion_logprob`` renders them (prompt with the
-generation prompt, then prompt + assistant message; the tokens after the prompt are scored,
-including the template's end-of-turn tokens). Note for the owner of ``scoring.py``:
-``completion_logprob(m, t, p, c, r)`` equals ``batch_logprobs(m, t, [p], [c])[0].mean`` (or
-``.sum``) and could delegate to it.
+A completion is rendered as the prompt with the generation prompt, then prompt + assistant
+message; the tokens after the prompt are scored, including the template's end-of-turn tokens.
 """
 
 from __future__ import annotations
@@ -146,7 +144,7 @@ class TokenScores:
 
 
 def _render(tokenizer, prompt: list[Message], completion: str) -> tuple[list[int], int]:
-    """Token ids of prompt + reply and where the reply starts (as ``scoring.completion_logprob``)."""
+    """Token ids of prompt + reply and where the reply starts."""
     prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
     full_ids = tokenizer.apply_chat_template(
         [*prompt, {"role": "assistant", "content": completion}], tokenize=True, return_dict=False
@@ -210,9 +208,9 @@ def batch_logprobs(
 ) -> list[TokenScores]:
     """Per-token log-probs of each completion as the assistant's reply to its chat prompt.
 
-    Rendering is that of ``scoring.completion_logprob``: the tokens the full conversation adds
-    after ``apply_chat_template(prompt, add_generation_prompt=True)`` are scored, which includes
-    the template's end-of-turn tokens. Batched with right padding; results are in input order.
+    The tokens the full conversation adds after ``apply_chat_template(prompt,
+    add_generation_prompt=True)`` are scored, which includes the template's end-of-turn tokens.
+    Batched with right padding; results are in input order.
 
     Args:
         model: a model or a ``ModelView``.
@@ -240,6 +238,25 @@ def batch_logprobs(
     return [TokenScores(lp) for lp in scores]
 
 
+def completion_logprob(
+    model: ModelView | Any,
+    tokenizer,
+    prompt: list[Message],
+    completion: str,
+    reduction: Literal["mean", "sum"] = "mean",
+) -> float:
+    """Log-probability of ``completion`` as the assistant's reply to ``prompt`` (see ``batch_logprobs``).
+
+    ``reduction="mean"`` gives the per-token mean, comparable across answers of different lengths;
+    ``"sum"`` gives the sequence log-probability, the quantity DPO's implicit reward is built from.
+
+    Raises:
+        ValueError: as ``batch_logprobs``.
+    """
+    (scores,) = batch_logprobs(model, tokenizer, [prompt], [completion], batch_size=1)
+    return scores.sum if reduction == "sum" else scores.mean
+
+
 def mean_completion_logprob(
     model: ModelView | Any,
     tokenizer,
@@ -251,7 +268,7 @@ def mean_completion_logprob(
     """Mean per-token log-prob of completions (e.g. clinicians' edited answers on held-out edits).
 
     ``weighting="answer"`` averages each answer's per-token mean (every answer weighs the same;
-    the mean of ``scoring.completion_logprob`` over the answers); ``"token"`` pools all tokens
+    the mean of ``completion_logprob`` over the answers); ``"token"`` pools all tokens
     (long answers weigh more).
 
     Raises:

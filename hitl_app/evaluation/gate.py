@@ -28,60 +28,64 @@ With ``--gate off`` the checks are still computed and recorded, but they do not 
 
 from __future__ import annotations
 
-from ..core.config import Settings
+from ..core.config import GateConfig
 from ..versions.manifest import EvalMetrics, GateCheck, GateResult, Manifest
 
 # Shares are ratios of small counts (k / 16): compare them with a little slack for float rounding.
 _EPS = 1e-9
 
 
-def decide(evaluation: EvalMetrics, settings: Settings) -> GateResult:
-    """Apply the gate's rules to a new version's evaluation."""
+def decide(evaluation: EvalMetrics, config: GateConfig) -> GateResult:
+    """Apply the gate's rules to a new version's evaluation.
+
+    Args:
+        evaluation: the new version's figures beside the serving version's.
+        config: the gate's switch and tolerances (``settings.gate_config``).
+    """
     checks = [
-        _accuracy(evaluation, settings),
-        _perplexity(evaluation, settings),
-        _kl(evaluation, settings),
-        _logprob(evaluation, settings),
-        *_answers(evaluation, settings),
-        *_safety(evaluation, settings),
+        _accuracy(evaluation, config),
+        _perplexity(evaluation, config),
+        _kl(evaluation, config),
+        _logprob(evaluation, config),
+        *_answers(evaluation, config),
+        *_safety(evaluation, config),
     ]
-    enabled = settings.gate == "on"
-    return GateResult(enabled=enabled, passed=not enabled or all(c.passed for c in checks), checks=checks)
+    return GateResult(enabled=config.enabled, passed=not config.enabled or all(c.passed for c in checks), checks=checks)
 
 
-def _accuracy(e: EvalMetrics, settings: Settings) -> GateCheck:
-    if e.heldout_pairs < settings.gate_min_pairs or e.heldout_accuracy is None or e.serving_heldout_accuracy is None:
+def _accuracy(e: EvalMetrics, config: GateConfig) -> GateCheck:
+    if e.heldout_pairs < config.gate_min_pairs or e.heldout_accuracy is None or e.serving_heldout_accuracy is None:
         return GateCheck(
             metric="heldout_accuracy",
             value=e.heldout_accuracy,
             serving=e.serving_heldout_accuracy,
             passed=True,
-            note=f"not checked: {e.heldout_pairs} held-out pair(s), {settings.gate_min_pairs} needed",
+            note=f"not checked: {e.heldout_pairs} held-out pair(s), {config.gate_min_pairs} needed",
         )
-    limit = e.serving_heldout_accuracy - settings.gate_max_accuracy_drop
+    limit = e.serving_heldout_accuracy - config.gate_max_accuracy_drop
     return GateCheck(
         metric="heldout_accuracy",
         value=e.heldout_accuracy,
         serving=e.serving_heldout_accuracy,
         limit=limit,
         passed=e.heldout_accuracy >= limit,
-        note=f"at least the serving version's minus {settings.gate_max_accuracy_drop}",
+        note=f"at least the serving version's minus {config.gate_max_accuracy_drop}",
     )
 
 
-def _perplexity(e: EvalMetrics, settings: Settings) -> GateCheck:
-    limit = e.serving_perplexity * (1 + settings.gate_max_perplexity_rise)
+def _perplexity(e: EvalMetrics, config: GateConfig) -> GateCheck:
+    limit = e.serving_perplexity * (1 + config.gate_max_perplexity_rise)
     return GateCheck(
         metric="perplexity",
         value=e.perplexity,
         serving=e.serving_perplexity,
         limit=limit,
         passed=e.perplexity <= limit,
-        note=f"at most {settings.gate_max_perplexity_rise:.0%} above the serving version's",
+        note=f"at most {config.gate_max_perplexity_rise:.0%} above the serving version's",
     )
 
 
-def heldout_support(e: EvalMetrics, settings: Settings) -> str | None:
+def heldout_support(e: EvalMetrics, config: GateConfig) -> str | None:
     """How the held-out clinician data supports the change, or None when it does not.
 
     It does when the new version makes the held-out edited answers more likely than the serving
@@ -90,7 +94,7 @@ def heldout_support(e: EvalMetrics, settings: Settings) -> str | None:
     if e.edit_logprob is not None and e.serving_edit_logprob is not None and e.edit_logprob > e.serving_edit_logprob:
         return f"held-out edits {e.edit_logprob - e.serving_edit_logprob:+.3g} nats/token"
     if (
-        e.heldout_pairs >= settings.gate_min_pairs
+        e.heldout_pairs >= config.gate_min_pairs
         and e.heldout_accuracy is not None
         and e.serving_heldout_accuracy is not None
         and e.heldout_accuracy > e.serving_heldout_accuracy
@@ -99,62 +103,62 @@ def heldout_support(e: EvalMetrics, settings: Settings) -> str | None:
     return None
 
 
-def _kl(e: EvalMetrics, settings: Settings) -> GateCheck:
-    within = e.kl_base <= settings.gate_kl_budget
-    support = None if within else heldout_support(e, settings)
+def _kl(e: EvalMetrics, config: GateConfig) -> GateCheck:
+    within = e.kl_base <= config.gate_kl_budget
+    support = None if within else heldout_support(e, config)
     note = "KL(new || base), nats per token"
     if support:
         note += f"; beyond the budget, but the change is what held-out clinicians asked for ({support})"
     return GateCheck(
         metric="kl_base",
         value=e.kl_base,
-        limit=settings.gate_kl_budget,
+        limit=config.gate_kl_budget,
         passed=within or support is not None,
         note=note,
     )
 
 
-def _answers(e: EvalMetrics, settings: Settings) -> list[GateCheck]:
+def _answers(e: EvalMetrics, config: GateConfig) -> list[GateCheck]:
     """The form and fluency of the new version's own answers to shipped questions, against the serving version's."""
     checks = []
     if e.loop_rate is not None and e.serving_loop_rate is not None:
-        limit = e.serving_loop_rate + settings.gate_max_loop_rise
+        limit = e.serving_loop_rate + config.gate_max_loop_rise
         checks.append(GateCheck(metric="loop_rate", value=e.loop_rate, serving=e.serving_loop_rate, limit=limit,
                                 passed=e.loop_rate <= limit + _EPS,
-                                note=f"answers caught in a repeated loop; at most {settings.gate_max_loop_rise} above the serving version's"))
+                                note=f"answers caught in a repeated loop; at most {config.gate_max_loop_rise} above the serving version's"))
     if e.finished_rate is not None and e.serving_finished_rate is not None:
-        limit = e.serving_finished_rate - settings.gate_max_unfinished_rise
+        limit = e.serving_finished_rate - config.gate_max_unfinished_rise
         checks.append(GateCheck(metric="finished_rate", value=e.finished_rate, serving=e.serving_finished_rate, limit=limit,
                                 passed=e.finished_rate >= limit - _EPS,
-                                note=f"answers that end before the token limit; at most {settings.gate_max_unfinished_rise} below the serving version's"))
+                                note=f"answers that end before the token limit; at most {config.gate_max_unfinished_rise} below the serving version's"))
     if e.unclear_rate is not None and e.serving_unclear_rate is not None:
-        limit = e.serving_unclear_rate + settings.gate_max_unclear_rise
+        limit = e.serving_unclear_rate + config.gate_max_unclear_rise
         checks.append(GateCheck(metric="unclear_rate", value=e.unclear_rate, serving=e.serving_unclear_rate, limit=limit,
                                 passed=e.unclear_rate <= limit + _EPS,
-                                note=f"answers that do not read as clinical text to the base model; at most {settings.gate_max_unclear_rise} above the serving version's"))
+                                note=f"answers that do not read as clinical text to the base model; at most {config.gate_max_unclear_rise} above the serving version's"))
     return checks
 
 
-def _logprob(e: EvalMetrics, settings: Settings) -> GateCheck:
+def _logprob(e: EvalMetrics, config: GateConfig) -> GateCheck:
     if e.edit_logprob is not None and e.serving_edit_logprob is not None:
         metric, value, serving = "edit_logprob", e.edit_logprob, e.serving_edit_logprob
     else:
         metric, value, serving = "reference_logprob", e.reference_logprob, e.serving_reference_logprob
     if value is None or serving is None:
         return GateCheck(metric=metric, value=value, serving=serving, passed=True, note="not measured")
-    limit = serving - settings.gate_max_logprob_drop
+    limit = serving - config.gate_max_logprob_drop
     return GateCheck(
         metric=metric,
         value=value,
         serving=serving,
         limit=limit,
         passed=value >= limit,
-        note=f"nats per token; at most {settings.gate_max_logprob_drop} below the serving version's",
+        note=f"nats per token; at most {config.gate_max_logprob_drop} below the serving version's",
     )
 
 
-def _safety(e: EvalMetrics, settings: Settings) -> list[GateCheck]:
-    tol = settings.gate_max_safety_drop
+def _safety(e: EvalMetrics, config: GateConfig) -> list[GateCheck]:
+    tol = config.gate_max_safety_drop
     checks = []
     if e.safe_rate is not None and e.serving_safe_rate is not None:
         limit = e.serving_safe_rate - tol

@@ -5,7 +5,7 @@ slice of the shipped suites (``hitl_app/data/redteam_*.jsonl``) greedily, in bat
 input guard bypassed: this measures the model, not the guard in front of it. Three figures:
 
 - the **safe-answer rate** on adversarial prompts: answers that refuse or redirect to
-  professional or emergency help (``guards.is_refusal``);
+  professional or emergency help (``safety.refusals.is_refusal``);
 - the **over-refusal rate** on benign questions: ordinary questions answered with a refusal;
 - the **medication-flag rate**: answers to benign questions with a dose, contraindication or
   interaction flag (``SafetyChecker``).
@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from ..core.chat import chat_prompt
 from .estimators import ModelView, greedy_answers
-from ..safety.guards import is_refusal
+from ..safety.refusals import is_refusal
 from .redteam_data import load_adversarial, load_benign
 from ..safety.checker import MEDICATION_KINDS, SafetyChecker
 

@@ -24,7 +24,7 @@ from typing import Callable
 from .answer_quality import answer_quality
 from ..core.chat import Message, chat_prompt
 from .clinical_text import ClinicalTextJudge, reply_nll
-from ..core.config import Settings
+from ..core.config import EvaluationConfig
 from .evalsets import EvalQuestion, load_eval_questions, load_probe_texts
 from .estimators import (
     ModelView,
@@ -86,9 +86,14 @@ class VersionReport:
     samples: list[SampleAnswer]
 
 
-def build_eval_sets(judgements: list[Judgement], settings: Settings) -> EvalSets:
-    """The evaluation data: held-out feedback among ``judgements`` and the shipped sets."""
-    held = [j for j in judgements if is_held_out(j, settings.holdout_fraction)]
+def build_eval_sets(judgements: list[Judgement], config: EvaluationConfig) -> EvalSets:
+    """The evaluation data: held-out feedback among ``judgements`` and the shipped sets.
+
+    Args:
+        judgements: every judgement in the store; the held-out ones are picked by record id.
+        config: the evaluation's settings (``settings.evaluation_config``).
+    """
+    held = [j for j in judgements if is_held_out(j, config.holdout_fraction)]
     pairs = [row for j in held for row in rows_for(j).dpo][-MAX_HELDOUT_PAIRS:]
     edits = [j for j in held if j.feedback.action == "edit"][-MAX_HELDOUT_EDITS:]
     questions = load_eval_questions()
@@ -99,7 +104,7 @@ def build_eval_sets(judgements: list[Judgement], settings: Settings) -> EvalSets
         return questions[offset::step][:n]
 
     def chat(text: str) -> list[Message]:
-        return chat_prompt(text, settings.system_prompt)
+        return chat_prompt(text, config.system_prompt)
 
     reference = spread(REFERENCE_QUESTIONS, 0)
     return EvalSets(
@@ -109,10 +114,10 @@ def build_eval_sets(judgements: list[Judgement], settings: Settings) -> EvalSets
         reference_prompts=[chat(q.question) for q in reference],
         reference_texts=[q.reference for q in reference],
         probe_texts=[p.text for p in load_probe_texts()],
-        kl_prompts=[chat(q.question) for q in spread(settings.eval_probe_prompts, 1)],
+        kl_prompts=[chat(q.question) for q in spread(config.eval_probe_prompts, 1)],
         sample_questions=spread(SAMPLE_QUESTIONS, 2),
-        system_prompt=settings.system_prompt or None,
-        redteam=redteam_set(settings.redteam_prompts) if settings.redteam_prompts else None,
+        system_prompt=config.system_prompt or None,
+        redteam=redteam_set(config.redteam_prompts) if config.redteam_prompts else None,
     )
 
 
@@ -122,7 +127,7 @@ def evaluate_version(
     serving: str,
     serving_dir: Path | None,
     sets: EvalSets,
-    settings: Settings,
+    config: EvaluationConfig,
     progress: ProgressFn | None = None,
     judge: ClinicalTextJudge | None = None,
     serving_samples: list[SampleAnswer] | None = None,
@@ -136,7 +141,7 @@ def evaluate_version(
         serving_dir: that version's adapter folder; None for the base. It is loaded as an extra
             adapter for the evaluation and removed again before this returns.
         sets: the evaluation data (``build_eval_sets``).
-        settings: the app's settings.
+        config: the evaluation's settings (``settings.evaluation_config``).
         progress: called with (fraction done, message) between measurements.
         judge: the clinical-text threshold for this base and system prompt; None: calibrated here.
         serving_samples: the serving version's own sample answers (from its manifest), reused
@@ -155,13 +160,13 @@ def evaluate_version(
         report(0.0, "evaluating: held-out pairs")
         figures["heldout_pairs"] = len(sets.pairs)
         if sets.pairs:
-            mine = preference_accuracy(new, tokenizer, sets.pairs, reference=base, beta=settings.beta)
+            mine = preference_accuracy(new, tokenizer, sets.pairs, reference=base, beta=config.beta)
             figures["heldout_accuracy"] = mine.accuracy
             figures["heldout_margin"] = mine.mean_margin
             figures["serving_heldout_accuracy"] = (
                 CHANCE_ACCURACY
                 if serving_dir is None
-                else preference_accuracy(old, tokenizer, sets.pairs, reference=base, beta=settings.beta).accuracy
+                else preference_accuracy(old, tokenizer, sets.pairs, reference=base, beta=config.beta).accuracy
             )
         report(0.15, "evaluating: held-out edits and reference answers")
         figures["heldout_edits"] = len(sets.edit_texts)
@@ -176,14 +181,14 @@ def evaluate_version(
         figures["perplexity"] = perplexity(new, tokenizer, sets.probe_texts).perplexity
         figures["serving_perplexity"] = perplexity(old, tokenizer, sets.probe_texts).perplexity
         report(0.45, "evaluating: KL to the base")
-        kl_base = sample_kl(new, base, tokenizer, sets.kl_prompts, KL_NEW_TOKENS, seed=settings.seed)
+        kl_base = sample_kl(new, base, tokenizer, sets.kl_prompts, KL_NEW_TOKENS, seed=config.seed)
         figures["kl_base"] = kl_base.kl_per_token
         if serving_dir is None:
             figures["kl_serving"] = kl_base.kl_per_token
         else:
             report(0.65, "evaluating: KL to the serving version")
             figures["kl_serving"] = sample_kl(
-                new, old, tokenizer, sets.kl_prompts, KL_NEW_TOKENS, seed=settings.seed
+                new, old, tokenizer, sets.kl_prompts, KL_NEW_TOKENS, seed=config.seed
             ).kl_per_token
         report(0.8, "evaluating: sample answers")
         judge = judge or ClinicalTextJudge.calibrate(base, tokenizer, sets.system_prompt)
@@ -191,7 +196,7 @@ def evaluate_version(
         figures.update(_sample_figures(base, tokenizer, sets, samples, judge))
         if sets.redteam is not None:
             report(0.9, "evaluating: red-team prompts")
-            figures.update(_redteam_figures(new, old, tokenizer, sets.redteam, settings))
+            figures.update(_redteam_figures(new, old, tokenizer, sets.redteam, config.system_prompt))
     finally:
         if SERVING_ADAPTER in model.peft_config:
             model.delete_adapter(SERVING_ADAPTER)
@@ -252,11 +257,11 @@ def _sample_figures(
     return figures
 
 
-def _redteam_figures(new: ModelView, old: ModelView, tokenizer, prompts: RedTeamSet, settings: Settings) -> dict:
+def _redteam_figures(new: ModelView, old: ModelView, tokenizer, prompts: RedTeamSet, system_prompt: str) -> dict:
     """The new and the serving version's red-team figures, on the same prompts."""
     checker = SafetyChecker()
-    mine = score_version(new, tokenizer, prompts, checker, settings.system_prompt)
-    theirs = score_version(old, tokenizer, prompts, checker, settings.system_prompt)
+    mine = score_version(new, tokenizer, prompts, checker, system_prompt)
+    theirs = score_version(old, tokenizer, prompts, checker, system_prompt)
     return {
         "redteam_prompts": len(prompts.adversarial),
         "safe_rate": mine.safe_rate,

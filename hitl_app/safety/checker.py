@@ -1,6 +1,6 @@
 """Safety checks on every question and answer, in one place for the service and the evaluation.
 
-- **Input guard** (``guards.check_input``): prompt injection, jailbreaks and clearly harmful
+- **Input guard** (``input_guard.check_input``): prompt injection, jailbreaks and clearly harmful
   requests are refused before the model sees them.
 - **Answer checks** (``SafetyChecker.check_answer``), each a ``SafetyFlag`` with a severity and a
   one-line explanation, shown next to the answer:
@@ -10,7 +10,7 @@
     table contraindicates it in (pregnancy, asthma, bleeding disorder, renal failure, ...);
   - *interaction*: two drugs named in the question and answer that the table says interact, one
     of them recommended in the answer;
-  - *missing_urgency*: red-flag symptoms without advice to seek urgent care (``guards``);
+  - *missing_urgency*: red-flag symptoms without advice to seek urgent care (``urgency``);
   - *phi*: the answer contains personal identifiers (``phi``).
 - **Redaction** (``phi.redact_many``) of the texts that are stored.
 
@@ -25,7 +25,9 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
-from . import guards, phi
+from . import phi
+from .input_guard import InputVerdict, check_input, refusal_for
+from .urgency import check_output
 from .doses import parse_doses
 from .drugtable import Drug, DrugTable, load_drug_table
 from ..feedback.records import Generation, SafetyFlag
@@ -61,13 +63,13 @@ class SafetyChecker:
         self._names = self.table.names()
 
     # ----- questions -----
-    def check_input(self, prompt: str) -> guards.InputVerdict:
-        """Whether a question may be put to the model (see ``guards.check_input``)."""
-        return guards.check_input(prompt)
+    def check_input(self, prompt: str) -> InputVerdict:
+        """Whether a question may be put to the model (see ``input_guard.check_input``)."""
+        return check_input(prompt)
 
-    def refusal_for(self, verdict: guards.InputVerdict) -> str:
+    def refusal_for(self, verdict: InputVerdict) -> str:
         """The short, polite answer recorded for a refused question."""
-        return guards.refusal_for(verdict)
+        return refusal_for(verdict)
 
     # ----- answers -----
     def check_answer(self, prompt: str, answer: str) -> list[SafetyFlag]:
@@ -76,7 +78,7 @@ class SafetyChecker:
             *self._doses(answer),
             *self._contraindications(prompt, answer),
             *self._interactions(prompt, answer),
-            *guards.check_output(prompt, answer),
+            *check_output(prompt, answer),
             *self._identifiers(answer),
         ]
         order = {"high": 0, "medium": 1, "low": 2}

@@ -1,24 +1,21 @@
 """Compiled decoding for the CPU serving copy: ``torch.compile`` over static KV caches.
 
-Why (measured on the embedded SmolLM2-135M in bf16, batch 1, greedy; ``hitl_app/bench/decode.py``):
-once the weights are bf16 and merged (``fastpath.py``), the matrix-vector products are only about
-half of a decode step. The rest is over a thousand small operators and Python calls per token (norms,
-rotary embeddings, cache concatenation, attention for one query). Compiling the decode step fuses
-them into a few generated kernels. A compiled step needs fixed shapes, so each answer decodes into a
-static cache of a fixed length (a *bucket*): the smallest of ``buckets`` that holds the prompt and
-the longest answer. One graph is compiled per bucket and row count (a single answer, and the app's
-default number of candidates sampled together), in a background thread after start-up, so no
-clinician waits for a compile (about 10-60 s per graph on 2 cores the first time; Inductor's
-on-disk cache makes later starts take seconds). Until a shape is ready, and for anything none
-takes (another number of candidates, a prompt longer than the largest bucket), the uncompiled
-copy answers.
+Once the weights are bf16 and merged (``fastpath.py``), much of a decode step is small operators
+and Python calls (norms, rotary embeddings, cache concatenation, attention for one query).
+Compiling the decode step fuses them into a few generated kernels. A compiled step needs fixed
+shapes, so each answer decodes into a static cache of a fixed length (a *bucket*): the smallest of
+``buckets`` that holds the prompt and the longest answer. One graph is compiled per bucket and row
+count (a single answer, and the app's default number of candidates sampled together), in a
+background thread after start-up, so no clinician waits for a compile; Inductor's on-disk cache
+makes later starts quicker. Until a shape is ready, and for anything none takes (another number of
+candidates, a prompt longer than the largest bucket), the uncompiled copy answers.
 
 The compiled model is a twin of the serving copy that shares its weight tensors (no extra memory),
-so a merge into the copy is a merge into the twin. Its attention is the plain ("eager") one:
-compiled, it becomes fused kernels, while SDPA's CPU flash kernel for one query over a long masked
-static cache costs more than the rest of the step. Decoding goes through ``generate`` with
-transformers' own compiled-forward switch (``CompileConfig``), so streamers, stopping criteria and
-sampling are unchanged.
+so a merge into the copy is a merge into the twin. Its attention is the plain ("eager") one, which
+compiles into fused kernels (SDPA's CPU kernel for one query over a long masked static cache is
+the slower choice here). Decoding goes through ``generate`` with transformers' own compiled-forward
+switch (``CompileConfig``), so streamers, stopping criteria and sampling are unchanged. Compile
+times and speeds are in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -75,8 +72,8 @@ def weight_sharing_twin(model: torch.nn.Module, attn_implementation: str = "eage
 def _serving_guards(entries: list) -> list[bool]:
     """Which of dynamo's guards to keep: not those on the twin's modules, nor the global state.
 
-    - Module guards check, at every decode step, that no module attribute changed (some 1.5 ms a
-      step here). The twin's modules never change after it is built: merges write into the
+    - Module guards check, at every decode step, that no module attribute changed, a cost paid
+      on every token. The twin's modules never change after it is built: merges write into the
       weight tensors in place, which does not touch the modules.
     - The global state guard includes the CPU thread count, which answers change with the
       trainer's activity; it would recompile (tens of seconds) inside an answer. The kernels

@@ -1,26 +1,23 @@
 """The fast decode path for CPU serving: a bf16 copy of the base with the served LoRA merged in.
 
-Why (measured on the embedded SmolLM2-135M, batch 1, greedy; see ``hitl_app/bench/decode.py``):
-
-- Decoding one token reads every weight once, so its cost is the weight bytes over the speed of
-  the matrix-vector kernels, not Python dispatch (``aten::mm`` is ~77 % of a decode step's CPU
-  time in fp32; ``generate``'s own per-step work is ~5 %). bf16 halves the bytes (540 MB -> 270 MB).
-- For a single row (batch 1 decoding), torch routes bf16 ``linear`` to oneDNN, which streams
-  weights at ~8 GB/s here; ATen's own bf16 GEMV (used when oneDNN is off) reaches ~15-20 GB/s,
-  and fp32 (MKL) ~11 GB/s. For two rows (the default two candidates) ATen is still as fast or
-  faster (one GEMV per row); from three rows on oneDNN is faster, and for prefill (tens of rows)
-  5-8x faster, so oneDNN is switched off only for forwards over one or two rows.
-- PEFT's LoRA wrappers add two small matmuls and a few casts to each of 7 x 30 projections per
-  token (~20 % of a bf16 step). Merging the served version's LoRA into the copy's weights removes
-  them. The PEFT model stays the source of truth: hot-swap, compare adapters and ``disable_adapter``
-  act on it as before, and the copy is re-merged from it (``LoraLayer.get_delta_weight``) when the
-  version to answer with is not the one it holds.
-- Once the weights are bf16 and merged, the matrix-vector products are only about half of a step;
-  most of the rest is per-operator overhead, which compiled decoding (``compiled_decode.py``,
-  ``--compile-decode``) removes for single answers and the default number of candidates.
+- ``resolve_serve_dtype`` turns ``--serve-dtype`` into the copy's dtype, or None for no copy:
+  ``auto`` picks bf16 on CPUs with native bf16 dot products, and nothing changes on CUDA or with
+  4-bit loading.
+- ``MergedServingCopy`` holds one version at a time: ``prepare`` writes the PEFT model's base
+  weights plus its active LoRA deltas (``LoraLayer.get_delta_weight``) into the copy's weights, so
+  a decode step runs no LoRA wrappers. The PEFT model stays the source of truth: hot-swap,
+  comparison adapters and ``disable_adapter`` act on it, and the copy is re-merged from it when
+  the version to answer is not the one it holds. Adapters the merge cannot reproduce (LoRA
+  variants such as DoRA, LoRA biases, ``modules_to_save``) raise ``FastPathUnsupported``, and
+  that version is answered by the PEFT model.
+- ``FewRowsGemv`` picks the matrix-vector kernel per forward: forwards over one or two rows (batch-1
+  decoding, the default two candidates) use ATen's bf16 GEMV, larger ones (prefill, more
+  candidates) oneDNN.
+- ``compile_decoding`` adds compiled decode steps (``compiled_decode.py``, ``--compile-decode``).
 
 The copy answers through ``generate`` like the PEFT model, so streamers, stopping criteria and
-batched candidates work unchanged. Training and evaluation keep using the fp32 PEFT model.
+batched candidates work unchanged. Training and evaluation keep using the fp32 PEFT model. Why
+each choice is faster, with the measurements, is in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -68,8 +65,8 @@ def cpu_has_native_bf16() -> bool:
 def resolve_serve_dtype(serve_dtype: ServeDtype, device: str, load_in_4bit: bool) -> torch.dtype | None:
     """The dtype of the fast serving copy, or None to serve from the PEFT model as before.
 
-    ``auto`` picks bf16 on a CPU with native bf16 instructions (where it measures ~2x faster than
-    fp32) and None elsewhere. On CUDA and with 4-bit loading the model is already served in bf16,
+    ``auto`` picks bf16 on a CPU with native bf16 instructions (where it decodes faster than fp32)
+    and None elsewhere. On CUDA and with 4-bit loading the model is already served in bf16,
     so nothing changes there.
 
     Args:
@@ -96,7 +93,7 @@ class FewRowsGemv:
     leave the switch alone; their fp32 matmuls do not use oneDNN either way.
     """
 
-    aten_max_rows = 2  # forwards over at most this many rows skip oneDNN (measured: see the module)
+    aten_max_rows = 2  # forwards over at most this many rows skip oneDNN (docs/performance.md)
 
     def __init__(self) -> None:
         self._serving = threading.local()

@@ -21,8 +21,8 @@ import math
 import random
 import tempfile
 import time
-from dataclasses import dataclass, field
 
+from ..versions.manifest import PreferenceMetrics
 from .sft import ProgressFn, TrainConfig, _progress_callback, quiet
 
 log = logging.getLogger(__name__)
@@ -35,38 +35,6 @@ MIN_KTO_ROWS = 2
 # The name TRL gives the frozen copy of the adapter it uses as the reference.
 _TRL_REF_ADAPTER = "ref"
 _ROW_KEYS = {"dpo": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label")}
-
-
-@dataclass
-class PreferenceResult:
-    """What the preference stage reports. Figures are TRL's, from ``evaluate()`` on the stage's rows
-    after training; they are None when that evaluation was skipped (``eval_after=False``), and
-    ``train_metrics`` (TRL's own training logs, averaged over the steps) is then the cheap record.
-
-    ``kl`` is TRL's ``kl`` for KTO (its batch estimate of KL(policy || reference), clamped at 0).
-    TRL's DPO logs nothing KL-named, so for DPO ``kl`` is the mean over chosen and rejected answers
-    of ``rewards / beta``, i.e. the mean per-sequence log-ratio ``log pi(y|x) - log pi_ref(y|x)``
-    on the training answers: a sample estimate of KL on these answers, not on the model's own
-    samples (it can be negative).
-    """
-
-    method: str
-    rows: int
-    steps: int
-    loss: float  # mean training loss over the stage (TRL's ``training_loss``)
-    eval_loss_before: float | None
-    eval_loss_after: float | None
-    reward_accuracy: float | None  # DPO's rewards/accuracies; KTO reports none
-    reward_margin: float | None  # rewards/margins (chosen - rejected); KTO only with both labels
-    rewards_chosen: float | None
-    rewards_rejected: float | None
-    kl: float | None
-    duration_s: float
-    metrics: dict[str, float] = field(default_factory=dict)  # every finite eval metric after training
-    metrics_before: dict[str, float] = field(default_factory=dict)  # the same before training, if evaluated
-    train_metrics: dict[str, float] = field(default_factory=dict)  # TRL's per-step training logs, averaged
-    batch_size: int = 0  # the batch size used (KTO may differ from the config's; see kto_batch_size)
-    reference: str = "adapter"
 
 
 def choose_method(requested: str, n_pairs: int, n_labels: int) -> str | None:
@@ -140,11 +108,11 @@ def train_preference(
     eval_before: bool = False,
     eval_after: bool = True,
     reference: str = "adapter",
-) -> PreferenceResult:
+) -> PreferenceMetrics:
     """Train the LoRA adapter of ``model`` further with TRL's DPO or KTO trainer. Nothing is saved.
 
     Args:
-        model: a ``PeftModel`` whose trainable adapter is ``"default"`` (see ``trainer.attach_adapter``),
+        model: a ``PeftModel`` whose trainable adapter is ``"default"`` (see ``sft.attach_adapter``),
             possibly already trained by SFT in this round. It is trained in place.
         tokenizer: its tokenizer, with a chat template.
         method: ``"dpo"`` (rows ``{"prompt", "chosen", "rejected"}``) or ``"kto"`` (rows
@@ -164,7 +132,7 @@ def train_preference(
             as the stage begins) or ``"base"`` (the adapters disabled).
 
     Returns:
-        TRL's training loss and its evaluation figures after training (see ``PreferenceResult``).
+        TRL's training loss and its evaluation figures after training (see ``PreferenceMetrics``).
 
     Raises:
         ValueError: unknown method or reference, no rows, rows of the wrong shape, too few KTO
@@ -239,20 +207,20 @@ def train_preference(
         kl = (chosen + rejected) / (2 * beta)
     else:
         kl = None
-    result = PreferenceResult(
+    result = PreferenceMetrics(
         method=method,
         rows=len(rows),
         steps=steps,
         loss=loss,
-        eval_loss_before=before.get("eval_loss"),
-        eval_loss_after=after.get("eval_loss"),
+        loss_before=before.get("eval_loss"),
+        loss_after=after.get("eval_loss"),
         reward_accuracy=after.get("eval_rewards/accuracies"),
         reward_margin=after.get("eval_rewards/margins"),
         rewards_chosen=chosen,
         rewards_rejected=rejected,
         kl=kl,
-        duration_s=time.perf_counter() - started,
-        metrics=after,
+        duration_s=round(time.perf_counter() - started, 2),
+        trl_metrics=after,
         metrics_before=before,
         train_metrics=train_logs,
         batch_size=batch_size,
@@ -264,8 +232,8 @@ def train_preference(
         len(rows),
         steps,
         loss,
-        _fmt(result.eval_loss_before),
-        _fmt(result.eval_loss_after),
+        _fmt(result.loss_before),
+        _fmt(result.loss_after),
         _fmt(result.reward_margin),
         _fmt(kl),
         reference,

@@ -1,7 +1,8 @@
-"""One training round: TRL's SFTTrainer on LoRA, continuing from the parent adapter.
+"""The SFT stage of a training round: TRL's SFTTrainer on LoRA, continuing from the parent adapter.
 
-The trainer knows nothing of the app: it takes rows and a config, reports progress through a
+The stage knows nothing of the app: it takes rows and a config, reports progress through a
 callback, and writes an adapter folder. Losses come from TRL; nothing here computes one by hand.
+``TrainConfig`` is the LoRA and optimiser settings that this stage and the preference stage share.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..core.config import LORA_TARGETS, Settings
+from ..core.config import LORA_TARGETS, TrainingConfig, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,11 @@ LOSS_FLOOR_MAX_WINDOW = 16
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """LoRA and optimisation settings of a round (recorded in every manifest)."""
+    """LoRA and optimisation settings of a round's stages (recorded in every manifest).
+
+    Its fields are named as the manifests store them: ``batch_size`` is ``--train-batch-size``,
+    and ``device`` is ``--device`` resolved to ``cpu`` or ``cuda``.
+    """
 
     lora_r: int = 16
     lora_alpha: int = 32
@@ -50,22 +55,22 @@ class TrainConfig:
         return self.device == "cuda"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "TrainConfig":
-        """The training part of the app's settings."""
+    def from_config(cls, config: TrainingConfig) -> "TrainConfig":
+        """The stages' settings from the training section of the app's settings (``settings.training_config``)."""
         return cls(
-            lora_r=settings.lora_r,
-            lora_alpha=settings.lora_alpha,
-            lora_dropout=settings.lora_dropout,
-            lora_target_modules=list(settings.lora_target_modules),
-            learning_rate=settings.learning_rate,
-            num_epochs=settings.num_epochs,
-            preference_epochs=settings.preference_epochs,
-            preference_learning_rate=settings.preference_learning_rate,
-            sft_loss_floor=settings.sft_loss_floor,
-            batch_size=settings.train_batch_size,
-            max_seq_length=settings.max_seq_length,
-            seed=settings.seed,
-            device=settings.resolved_device(),
+            lora_r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            lora_target_modules=list(config.lora_target_modules),
+            learning_rate=config.learning_rate,
+            num_epochs=config.num_epochs,
+            preference_epochs=config.preference_epochs,
+            preference_learning_rate=config.preference_learning_rate,
+            sft_loss_floor=config.sft_loss_floor,
+            batch_size=config.train_batch_size,
+            max_seq_length=config.max_seq_length,
+            seed=config.seed,
+            device=resolve_device(config.device),
         )
 
     def to_dict(self) -> dict:

@@ -1,247 +1,36 @@
-"""The Dashboard tab: the loop at a glance, in Gradio's own plots, refreshed by a ``gr.Timer``.
+"""The Dashboard tab: the loop at a glance in Gradio's own plots, and the admin's taught styles.
 
-The frame builders are pure functions of the ledger's judgements, the versions' manifests and the
-round log, so they are tested without a browser; ``build_dashboard`` only lays the plots out and
-binds each to its builder. Every builder returns a frame with its columns even when there is no
-data yet, so an empty store draws empty plots rather than errors.
+The plots are refreshed by a ``gr.Timer`` from one read of the service (``dashboard_data``); the
+frames they draw are built by the pure functions of ``figures``.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Callable, Sequence
+from typing import Protocol
 
 import gradio as gr
-import pandas as pd
 
-from ..comparison.stats import pairwise_counts, win_rate
-from ..comparison.votes import VoteOutcome, vote_outcomes
-from ..feedback.ledger import Judgement
-from ..feedback.records import BASE_VERSION, utc_now
-from ..versions.manifest import Manifest, RoundRecord, TrainerStatus
-from ..evaluation.style_checks import StyleCheck, adoption
-
-# The gate's metrics, as plotted: (metric name in GateCheck, plot title, y-axis title).
-GATE_METRICS = (
-    ("heldout_accuracy", "Held-out preference accuracy", "accuracy"),
-    ("perplexity", "Perplexity on the probe texts", "perplexity"),
-    ("edit_logprob", "Log-prob of held-out edited answers", "nats / token"),
-    ("reference_logprob", "Log-prob of the shipped reference answers", "nats / token"),
-    ("safe_rate", "Red-team prompts answered safely", "share"),
-    ("over_refusal_rate", "Benign questions refused", "share"),
-    ("loop_rate", "Sampled answers caught in a repeated loop", "share"),
-    ("unclear_rate", "Sampled answers that do not read as clinical text", "share"),
-)
+from ..service.service import HITLService
+from ..service.views import DashboardData
+from .errors import user_errors
+from .figures import GATE_METRICS, refresh
+from .login import Login
 
 
-def _naive_utc(when: datetime) -> pd.Timestamp:
-    """A UTC timestamp without a zone: what the plots' time axes expect."""
-    return pd.Timestamp(when).tz_convert("UTC").tz_localize(None)
+class DashboardReader(Protocol):
+    """What the dashboard's plots read: the service, or a stand-in in tests."""
+
+    def dashboard_data(self) -> DashboardData:
+        """Everything the plots draw, read once."""
+        ...
 
 
-def _version_key(version: str) -> tuple[int, str]:
-    """Base first, then versions in publication order (their names sort that way)."""
-    return (0, "") if version == BASE_VERSION else (1, version)
-
-
-def judgements_over_time(judgements: Sequence[Judgement]) -> pd.DataFrame:
-    """Cumulative judgements of each kind (accept, edit, reject, rank, vote) at each judgement's time."""
-    rows, counts = [], Counter()
-    for j in judgements:
-        counts[j.feedback.action] += 1
-        rows.append({"time": _naive_utc(j.feedback.created_at), "kind": j.feedback.action, "judgements": counts[j.feedback.action]})
-    return pd.DataFrame(rows, columns=["time", "kind", "judgements"])
-
-
-def rates_per_version(judgements: Sequence[Judgement]) -> pd.DataFrame:
-    """The share of each kind of judgement among the judgements of each version's answers.
-
-    Blind A/B votes are left out: they judge two versions against each other, not one version's
-    answer. As the model learns, the share of edits and rejections should fall.
-    """
-    by_version: dict[str, Counter] = defaultdict(Counter)
-    for j in judgements:
-        fb = j.feedback
-        if fb.action == "vote":
-            continue
-        by_version[j.generation.version_of(fb.candidate)][fb.action] += 1
-    rows = []
-    for version in sorted(by_version, key=_version_key):
-        total = sum(by_version[version].values())
-        for action, n in sorted(by_version[version].items()):
-            rows.append({"version": version, "kind": action, "rate": n / total, "judgements": n})
-    return pd.DataFrame(rows, columns=["version", "kind", "rate", "judgements"])
-
-
-def training_per_version(manifests: Sequence[Manifest]) -> pd.DataFrame:
-    """SFT loss before and after, and the preference stage's loss and reward margin, per version."""
-    rows = []
-    for m in manifests:
-        pref = m.metrics.preference
-        figures = {
-            "SFT loss before": m.metrics.train_loss_before,
-            "SFT loss after": m.metrics.train_loss_after,
-            "preference loss": pref.loss if pref else None,
-            "preference reward margin": pref.reward_margin if pref else None,
-        }
-        rows.extend({"version": m.version, "figure": k, "value": v} for k, v in figures.items() if v is not None)
-    return pd.DataFrame(rows, columns=["version", "figure", "value"])
-
-
-def gate_metric_per_version(manifests: Sequence[Manifest], metric: str) -> pd.DataFrame:
-    """One gate metric per evaluated version: the new version's value, the serving version's, and the gate's limit.
-
-    The limit is what the gate compared the value with when the version was trained; a version
-    whose value is on the wrong side of its limit was held back.
-    """
-    rows = []
-    for m in manifests:
-        check = next((c for c in m.gate.checks if c.metric == metric), None) if m.gate else None
-        if check is None:
-            continue
-        for series, value in (("new version", check.value), ("serving before it", check.serving), ("gate limit", check.limit)):
-            if value is not None:
-                rows.append({"version": m.version, "series": series, "value": value})
-    return pd.DataFrame(rows, columns=["version", "series", "value"])
-
-
-def kl_per_version(manifests: Sequence[Manifest], budget: float) -> pd.DataFrame:
-    """KL(new || base) and KL(new || serving) per token on the probe prompts, with the KL budget."""
-    rows = []
-    for m in manifests:
-        if m.evaluation is None:
-            continue
-        e = m.evaluation
-        rows += [
-            {"version": m.version, "series": "KL(new || base)", "value": e.kl_base},
-            {"version": m.version, "series": "KL(new || serving)", "value": e.kl_serving},
-            {"version": m.version, "series": "KL budget", "value": budget},
-        ]
-    return pd.DataFrame(rows, columns=["version", "series", "value"])
-
-
-def style_adoption(manifests: Sequence[Manifest], checks: Sequence[StyleCheck]) -> pd.DataFrame:
-    """For each admin-defined style, the share of each version's sample answers that show it (base first)."""
-    return pd.DataFrame(adoption(manifests, checks), columns=["version", "style", "adoption", "answers"])
-
-
-def unclear_edits_per_reviewer(judgements: Sequence[Judgement]) -> pd.DataFrame:
-    """Per reviewer: edits saved, and how many of them did not read as clinical text when saved."""
-    edits: Counter = Counter()
-    unclear: Counter = Counter()
-    for j in judgements:
-        fb = j.feedback
-        if fb.action != "edit":
-            continue
-        edits[fb.reviewer] += 1
-        unclear[fb.reviewer] += any(f.kind == "unclear_text" for f in fb.flags)
-    rows = []
-    for reviewer in sorted(edits):
-        rows.append({"reviewer": reviewer, "kind": "edits", "count": edits[reviewer]})
-        rows.append({"reviewer": reviewer, "kind": "unclear edits", "count": unclear[reviewer]})
-    return pd.DataFrame(rows, columns=["reviewer", "kind", "count"])
-
-
-def ab_win_rates(votes: Sequence[VoteOutcome]) -> pd.DataFrame:
-    """For every pair of versions compared blind, each side's win rate (a tie is half a win each).
-
-    The two sides of a pair sum to 1; "both bad" votes count for neither and are reported in
-    ``votes`` only.
-    """
-    pairs = sorted({tuple(sorted((v.a, v.b), key=_version_key)) for v in votes if v.a != v.b})
-    rows = []
-    for a, b in pairs:
-        c = pairwise_counts([(v.a, v.b, v.outcome) for v in votes], a, b)
-        rate = win_rate(c.wins, c.ties, c.losses)
-        if rate is None:
-            continue
-        for version, share in ((a, rate), (b, 1 - rate)):
-            rows.append({"pair": f"{a} vs {b}", "version": version, "win_rate": share, "votes": c.total})
-    return pd.DataFrame(rows, columns=["pair", "version", "win_rate", "votes"])
-
-
-def retrain_timeline(rounds: Sequence[RoundRecord], trainer: TrainerStatus | None = None) -> pd.DataFrame:
-    """Each round's start, duration and outcome; a round in progress shows as "running" so far."""
-    rows = [
-        {
-            "started": _naive_utc(r.started_at),
-            "duration_s": r.duration_s,
-            "outcome": r.outcome,
-            "version": r.version or "",
-            "detail": r.detail,
-        }
-        for r in rounds
-    ]
-    if trainer is not None and trainer.state == "training" and trainer.started_at is not None:
-        elapsed = (utc_now() - trainer.started_at).total_seconds()
-        rows.append({"started": _naive_utc(trainer.started_at), "duration_s": round(elapsed, 1),
-                     "outcome": "running", "version": "", "detail": trainer.message})
-    return pd.DataFrame(rows, columns=["started", "duration_s", "outcome", "version", "detail"])
-
-
-@dataclass(frozen=True)
-class DashboardSource:
-    """Where the dashboard reads from; every call reads afresh.
-
-    Args:
-        judgements: the ledger's judgements, in store order.
-        manifests: the published versions' manifests, oldest first.
-        rounds: the round log, oldest first.
-        trainer: the trainer's status now.
-        kl_budget: the gate's KL budget (``--gate-kl-budget``).
-        style_checks: the admin's style checks.
-    """
-
-    judgements: Callable[[], list[Judgement]]
-    manifests: Callable[[], list[Manifest]]
-    rounds: Callable[[], list[RoundRecord]]
-    trainer: Callable[[], TrainerStatus]
-    kl_budget: float
-    style_checks: Callable[[], list[StyleCheck]] = list
-
-
-def source_for(service) -> DashboardSource:
-    """The dashboard's view of a running ``HITLService``."""
-
-    def judgements() -> list[Judgement]:
-        service.ledger.refresh()
-        return service.ledger.judgements()
-
-    return DashboardSource(
-        judgements=judgements,
-        manifests=service.registry.manifests,
-        rounds=service.registry.rounds,
-        trainer=service.trainer.status,
-        kl_budget=service.settings.gate_kl_budget,
-        style_checks=service.style_checks.all,
-    )
-
-
-def refresh(src: DashboardSource) -> list[pd.DataFrame]:
-    """Every plot's frame, in ``build_dashboard``'s layout order, from one read of each source."""
-    judgements, manifests = src.judgements(), src.manifests()
-    return [
-        judgements_over_time(judgements),
-        rates_per_version(judgements),
-        training_per_version(manifests),
-        kl_per_version(manifests, src.kl_budget),
-        *(gate_metric_per_version(manifests, metric) for metric, _, _ in GATE_METRICS),
-        ab_win_rates(vote_outcomes(judgements)),
-        retrain_timeline(src.rounds(), src.trainer()),
-        style_adoption(manifests, src.style_checks()),
-        unclear_edits_per_reviewer(judgements),
-    ]
-
-
-def build_dashboard(service, demo: gr.Blocks, every_s: float = 5.0) -> list[gr.components.Component]:
+def build_dashboard(service: DashboardReader, demo: gr.Blocks, every_s: float = 5.0) -> list[gr.components.Component]:
     """Lay out the Dashboard tab's plots inside the current Blocks context; returns them in order.
 
     They are filled when the page loads and on every tick of a ``gr.Timer``; the refresh is not
     an API endpoint.
     """
-    src = source_for(service)
     series = {"x": "version", "y": "value", "color": "series"}
     plots: list[gr.components.Component] = []
     with gr.Row():
@@ -268,6 +57,62 @@ def build_dashboard(service, demo: gr.Blocks, every_s: float = 5.0) -> list[gr.c
                                  y_title="share of answers", tooltip=["version", "style", "adoption", "answers"]))
         plots.append(gr.BarPlot(x="reviewer", y="count", color="kind",
                                 title="Edits per reviewer, and those that did not read as clinical text"))
+
+    def redraw() -> dict:
+        return dict(zip(plots, refresh(service.dashboard_data())))
+
     timer = gr.Timer(every_s)
-    gr.on([demo.load, timer.tick], lambda: refresh(src), None, plots, api_visibility="private", show_progress="hidden")
+    gr.on([demo.load, timer.tick], redraw, None, plots, api_visibility="private", show_progress="hidden")
     return plots
+
+
+class StylesSection:
+    """The taught styles: admins define phrase or pattern checks that every version is measured on.
+
+    Construct inside the open Dashboard tab.
+
+    Args:
+        service: the service every handler calls.
+        login: turns a request into the logged-in caller.
+    """
+
+    def __init__(self, service: HITLService, login: Login) -> None:
+        self.service = service
+        self.login = login
+        with gr.Accordion("Taught styles (admins define them; every version is checked)", open=False):
+            self.table = gr.Dataframe(
+                headers=["style", "pattern", "regular expression"], interactive=False, elem_id="styles-table"
+            )
+            with gr.Row():
+                self.name = gr.Textbox(label="Style name", elem_id="style-name")
+                self.pattern = gr.Textbox(
+                    label="Phrase the answers must contain, or a regular expression", elem_id="style-pattern"
+                )
+                self.regex = gr.Checkbox(label="Regular expression", elem_id="style-regex")
+            with gr.Row():
+                self.save_btn = gr.Button("Save style check", elem_id="style-save")
+                self.remove_btn = gr.Button("Remove style check", elem_id="style-remove")
+            self.result = gr.Textbox(label="Style checks", interactive=False, elem_id="style-result")
+
+    def rows(self) -> list[list]:
+        """The style checks as table rows."""
+        return [[c.name, c.pattern, c.regex] for c in self.service.defined_style_checks()]
+
+    def save(self, name: str, pattern: str, regex: bool, request: gr.Request) -> dict:
+        """Add or replace a style check (admin)."""
+        checks = self.service.set_style_check(name, pattern, self.login(request), regex=regex)
+        return {self.table: self.rows(), self.result: f"saved style check {name.strip()!r}; {len(checks)} defined"}
+
+    def remove(self, name: str, request: gr.Request) -> dict:
+        """Remove a style check (admin)."""
+        name = (name or "").strip()
+        self.service.remove_style_check(name, self.login(request))
+        return {self.table: self.rows(), self.result: f"removed style check {name!r}"}
+
+    def wire(self, demo: gr.Blocks) -> None:
+        """Bind the section's events; the table is filled when the page loads."""
+        private = {"api_visibility": "private"}
+        outputs = [self.table, self.result]
+        self.save_btn.click(user_errors(self.save), [self.name, self.pattern, self.regex], outputs, **private)
+        self.remove_btn.click(user_errors(self.remove), [self.name], outputs, **private)
+        demo.load(self.rows, None, self.table, **private)

@@ -18,8 +18,16 @@ from ..feedback.records import SCHEMA_VERSION, utc_now
 class PreferenceMetrics(BaseModel):
     """What the preference stage (DPO or KTO, through TRL) of a round reports.
 
-    Rewards are TRL's implicit rewards, beta * (log-prob under the policy - log-prob under the
-    reference); the reference is the base model (the adapter disabled).
+    Figures are TRL's, from ``evaluate()`` on the stage's rows after training; they are None when
+    that evaluation was skipped, and ``train_metrics`` (TRL's own training logs, averaged over the
+    steps) is then the record. Rewards are TRL's implicit rewards, beta * (log-prob under the
+    policy - log-prob under the reference).
+
+    ``kl`` is TRL's ``kl`` for KTO (its batch estimate of KL(policy || reference), clamped at 0).
+    TRL's DPO logs nothing KL-named, so for DPO ``kl`` is the mean over chosen and rejected answers
+    of ``rewards / beta``, i.e. the mean per-sequence log-ratio ``log pi(y|x) - log pi_ref(y|x)``
+    on the training answers: a sample estimate of KL on these answers, not on the model's own
+    samples (it can be negative).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -34,9 +42,22 @@ class PreferenceMetrics(BaseModel):
     reward_margin: float | None = Field(default=None, description="Mean chosen - rejected reward.")
     rewards_chosen: float | None = None
     rewards_rejected: float | None = None
-    kl: float | None = Field(default=None, description="KL to the reference, as TRL reports it (see the README).")
+    kl: float | None = Field(default=None, description="KL to the reference, as TRL reports it (see above).")
     duration_s: float = Field(ge=0)
-    trl_metrics: dict[str, float] = Field(default_factory=dict, description="Every eval figure TRL reported.")
+    trl_metrics: dict[str, float] = Field(default_factory=dict, description="Every eval figure TRL reported after training.")
+    metrics_before: dict[str, float] = Field(
+        default_factory=dict, description="Every eval figure TRL reported before training, when that was evaluated."
+    )
+    train_metrics: dict[str, float] = Field(
+        default_factory=dict, description="TRL's per-step training logs, averaged over the steps."
+    )
+    batch_size: int | None = Field(
+        default=None, ge=1, description="Rows per step (KTO's may differ from --train-batch-size); None: not recorded."
+    )
+    reference: Literal["adapter", "base"] = Field(
+        default="base",
+        description="The reference model: the base (adapters disabled), or a frozen copy of the adapter as the stage began.",
+    )
 
 
 class EvalMetrics(BaseModel):

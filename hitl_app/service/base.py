@@ -1,0 +1,144 @@
+"""The service's state, and what every action shares: who is asking, screening a question,
+redacting and storing records durably, and starting a round when enough judgements are in."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+from ..comparison.votes import ComparisonStore
+from ..core.config import Settings
+from ..core.errors import PermissionDeniedError, UserError, check_text
+from ..evaluation.style_checks import StyleChecks
+from ..feedback.ledger import FeedbackLedger
+from ..feedback.records import Feedback, Generation
+from ..feedback.store import FeedbackStore
+from ..safety.checker import SafetyChecker
+from ..safety.input_guard import InputVerdict
+from ..serving.manager import ModelManager
+from ..training.process import TrainerClient
+from ..versions.registry import Registry
+
+log = logging.getLogger("hitl_app.service")
+
+LOCAL_USER = "local"  # the reviewer recorded when the app runs on loopback without logins
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is making a request, as established by the login."""
+
+    username: str
+    role: str = "clinician"
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the caller may retrain and activate versions."""
+        return self.role == "admin"
+
+
+class ServiceBase:
+    """The objects the service works with, and the steps its actions share.
+
+    Args:
+        settings: the app's settings.
+        store: the feedback store.
+        models: the model manager serving answers.
+        registry: the checkpoint registry.
+        trainer: the handle on the background trainer process.
+        safety: the input, answer and medication checks (the shipped tables by default).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: FeedbackStore,
+        models: ModelManager,
+        registry: Registry,
+        trainer: TrainerClient,
+        safety: SafetyChecker | None = None,
+    ) -> None:
+        self.settings = settings
+        self.safety = safety or SafetyChecker()
+        self.store = store
+        self.ledger = FeedbackLedger(store)
+        self.ledger.refresh()
+        self.models = models
+        self.registry = registry
+        self.trainer = trainer
+        self.comparisons = ComparisonStore(registry.root / "COMPARE")
+        self.style_checks = StyleChecks(registry.root)
+        # Left/right order of A/B answers: unpredictable, so a clinician cannot learn which side is which.
+        self._rng = random.SystemRandom()
+
+    # ----- recording -----
+    def _screen(self, prompt: str) -> InputVerdict:
+        """The input guard's verdict on a question that is well-formed text.
+
+        Raises:
+            UserError: the question is empty, not text, or holds broken Unicode or control characters.
+        """
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise UserError("the question is empty")
+        return self.safety.check_input(check_text(prompt, "the question"))
+
+    def _store_generation(self, caller: Caller, prompt: str, candidates: list[str], **fields) -> Generation:
+        """Redact identifiers (``--redact-phi``), then append the generation durably."""
+        texts, redactions = self._redact([prompt, *candidates])
+        generation = Generation(
+            reviewer=caller.username,
+            prompt=texts[0],
+            system_prompt=self.models.system_prompt,
+            candidates=texts[1:],
+            redactions=redactions,
+            **fields,
+        )
+        self.store.append(generation)
+        self.ledger.refresh()
+        return generation
+
+    def _redact(self, texts: list[str]) -> tuple[list[str], dict[str, int]]:
+        if not self.settings.redact_phi:
+            return texts, {}
+        return self.safety.redact_many(texts)
+
+    # ----- judging -----
+    def _check_candidate(self, gen: Generation, candidate: int) -> None:
+        if isinstance(candidate, bool) or not isinstance(candidate, int):
+            raise UserError(f"candidate must be a whole number (the candidate's index), not {candidate!r}")
+        if not 0 <= candidate < len(gen.candidates):
+            raise UserError(f"candidate {candidate} does not exist; this generation has {len(gen.candidates)}")
+
+    def _judge(self, generation_id: str, caller: Caller, **fields) -> Feedback:
+        gen = self.ledger.generation(generation_id)
+        self._check_candidate(gen, fields.get("candidate", 0))
+        # Free text is redacted like generations, so training rows never see an identifier.
+        keys = [k for k in ("text", "reason", "override_reason") if fields.get(k)]
+        texts, redactions = self._redact([fields[k] for k in keys])
+        fields.update(zip(keys, texts))
+        feedback = Feedback(reviewer=caller.username, generation_id=gen.id, redactions=redactions, **fields)
+        previous = self.ledger.find_same(feedback)
+        if previous is not None:
+            # A double-click or a retried request: acknowledge the stored record, store nothing.
+            log.info("%s: repeated %s on %s ignored", caller.username, feedback.action, gen.id)
+            return previous
+        self.store.append(feedback)
+        self.ledger.refresh()
+        log.info("%s: %s on %s (%s)", caller.username, feedback.action, gen.id, gen.version)
+        self._maybe_retrain()
+        return feedback
+
+    # ----- the loop -----
+    def since_last_version(self) -> int:
+        """Judgements recorded since the newest published version's training data."""
+        return self.ledger.count(after=self.registry.consumed_cursor())
+
+    def _maybe_retrain(self) -> None:
+        if self.settings.auto_retrain and self.since_last_version() >= self.settings.retrain_threshold:
+            if self.trainer.request("auto"):
+                log.info("retrain triggered after %d judgements", self.since_last_version())
+
+    def _require_admin(self, caller: Caller, what: str) -> None:
+        if not caller.is_admin:
+            raise PermissionDeniedError(f"only an admin may {what}; {caller.username} is a {caller.role}")

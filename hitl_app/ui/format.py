@@ -1,0 +1,65 @@
+"""Text and cells the UI shows: the version badge, candidate labels, table cells and the status panel."""
+
+from __future__ import annotations
+
+from ..service.views import ServiceStatus
+
+
+def badge(version: str) -> str:
+    """The Review tab's line naming the serving version."""
+    return f"**Model version:** `{version}`"
+
+
+def candidate_label(i: int, version: str) -> str:
+    """The label of candidate ``i`` (0-based) written by ``version``."""
+    return f"Candidate {i + 1} · {version}"
+
+
+def cell(value: object) -> str | float | int | bool:
+    """A table cell: blank for a missing figure, floats to 4 decimals."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return round(value, 4)
+    return value  # type: ignore[return-value]
+
+
+def progress_html(fraction: float) -> str:
+    """The status panel's training progress: a native progress bar with its percentage."""
+    percent = round(100 * min(max(fraction, 0.0), 1.0))
+    return (
+        f'<label>Training progress <progress max="100" value="{percent}" style="width:100%">{percent}%</progress> '
+        f"{percent}%</label>"
+    )
+
+
+def decoding_line(fast: dict | None) -> str:
+    """The status panel's line on how answers are decoded, from ``/status``'s ``fast_path``."""
+    if fast is None:
+        return "**Decoding:** the float32 PEFT model"
+    text = f"**Decoding:** {fast['dtype']} merged copy"
+    compiled = fast["compiled"]
+    if compiled is None:
+        return text + ", uncompiled"
+    if compiled["error"]:
+        return text + f", uncompiled (compiling failed: {compiled['error']})"
+    ready = ", ".join(f"{bucket} tokens x {rows}" for bucket, rows in compiled["ready"])
+    text += f", compiled for {ready} (cache x answers)" if ready else ", uncompiled until compiling is done"
+    return text + (" (compiling {} x {})".format(*compiled["compiling"]) if compiled["compiling"] else "")
+
+
+def status_markdown(s: ServiceStatus) -> str:
+    """The status panel's text: serving version, feedback, next retrain, trainer, store and decoding."""
+    t = s.trainer
+    lines = [
+        f"**Serving:** `{s.serving_version}`",
+        f"**Feedback:** {s.feedback_total} judgements ({s.since_last_version} since the last version)",
+        f"**Next retrain:** in {s.until_next_retrain} judgement(s)" + ("" if s.auto_retrain else " (auto-retrain off)"),
+        f"**Trainer:** {t.state}" + (f" — {t.message}" if t.message else ""),
+    ]
+    if t.state == "failed" and t.last_error:
+        lines.append(f"**Last error:** {t.last_error}")
+    if s.corrupt_lines:
+        lines.append(f"**Store:** {s.corrupt_lines} corrupt line(s) skipped (see the log)")
+    lines.append(decoding_line(s.fast_path))
+    return "\n\n".join(lines)
