@@ -17,17 +17,16 @@ import pytest
 import torch
 
 from hitl_app.serving.base_model import LoadOptions, load_base, load_tokenizer
-from hitl_app.evaluation.estimators import (
-    ModelView,
+from hitl_app.evaluation.model_view import ModelView
+from hitl_app.evaluation.logprobs import (
     batch_logprobs,
     completion_logprob,
-    greedy_answers,
-    mean_answer_length,
     mean_completion_logprob,
     perplexity,
-    preference_accuracy,
-    sample_kl,
 )
+from hitl_app.evaluation.greedy import greedy_answers, mean_answer_length
+from hitl_app.evaluation.preference_accuracy import preference_accuracy
+from hitl_app.evaluation.sampled_kl import sample_kl
 
 SYSTEM = {"role": "system", "content": "You are a careful medical assistant."}
 QUESTIONS = [

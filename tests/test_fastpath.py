@@ -296,7 +296,7 @@ def test_fast_path_quality_on_the_embedded_model(embedded_base: Path, tmp_path: 
 
     from hitl_app.bench.decode import shared_prefix_fraction
     from hitl_app.evaluation.evalsets import load_eval_questions
-    from hitl_app.evaluation.estimators import completion_logprob
+    from hitl_app.evaluation.logprobs import completion_logprob
     from tests.test_compiled_decode import CompiledCalls
 
     sampling = Sampling(do_sample=False, temperature=0, top_p=1, max_new_tokens=32)

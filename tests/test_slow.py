@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hitl_app.feedback.training_rows import prompt_messages
-from hitl_app.evaluation.estimators import completion_logprob
+from hitl_app.evaluation.logprobs import completion_logprob
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hitl_app.evaluation.estimators import completion_logprob
+from hitl_app.evaluation.logprobs import completion_logprob
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ def test_one_round_of_edits_teaches_a_style_and_the_judge_reads_clinical_text(em
     from hitl_app.evaluation.clinical_text import ClinicalTextJudge, reply_nll
     from hitl_app.core.config import Settings
     from hitl_app.evaluation.evalsets import load_patient_questions
-    from hitl_app.evaluation.estimators import greedy_answers
+    from hitl_app.evaluation.greedy import greedy_answers
     from hitl_app.versions.registry import Registry
     from hitl_app.feedback.records import BASE_VERSION, Feedback, Generation, Sampling
     from hitl_app.feedback.store import FeedbackStore

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ..core.chat import Message, chat_prompt
-from .estimators import ModelView, batch_logprobs
+from .model_view import ModelView
+from .logprobs import batch_logprobs
 from .evalsets import load_eval_questions
 
 

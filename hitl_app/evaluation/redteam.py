@@ -22,7 +22,8 @@ from itertools import chain, zip_longest
 from typing import Any, Sequence
 
 from ..core.chat import chat_prompt
-from .estimators import ModelView, greedy_answers
+from .model_view import ModelView
+from .greedy import greedy_answers
 from ..safety.refusals import is_refusal
 from .redteam_data import load_adversarial, load_benign
 from ..safety.checker import MEDICATION_KINDS, SafetyChecker

@@ -26,14 +26,11 @@ from ..core.chat import Message, chat_prompt
 from .clinical_text import ClinicalTextJudge, reply_nll
 from ..core.config import EvaluationConfig
 from .evalsets import EvalQuestion, load_eval_questions, load_probe_texts
-from .estimators import (
-    ModelView,
-    greedy_answers,
-    mean_completion_logprob,
-    perplexity,
-    preference_accuracy,
-    sample_kl,
-)
+from .model_view import ModelView
+from .greedy import greedy_answers
+from .logprobs import mean_completion_logprob, perplexity
+from .preference_accuracy import preference_accuracy
+from .sampled_kl import sample_kl
 from ..feedback.training_rows import prompt_messages, rows_for
 from ..feedback.holdout import is_held_out
 from ..feedback.ledger import Judgement

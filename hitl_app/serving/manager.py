@@ -252,7 +252,7 @@ class ModelManager:
         is calibrated on the shipped reference answers the first time (a few seconds, once).
         """
         from ..evaluation.clinical_text import ClinicalTextJudge, reply_nll
-        from ..evaluation.estimators import ModelView
+        from ..evaluation.model_view import ModelView
 
         base = ModelView.base(self.model)
         with self._lock, torch.inference_mode():

@@ -267,29 +267,14 @@ def _make_trainer(model, tokenizer, method, rows, cfg, beta, batch_size, scratch
     from datasets import Dataset
 
     common = dict(
-        output_dir=scratch,
+        # Evaluation batches share the training batch size: KTO builds its KL pairs per batch.
+        **cfg.trainer_args(scratch, batch_size),
         num_train_epochs=cfg.preference_epochs,
         learning_rate=cfg.preference_learning_rate,
-        per_device_train_batch_size=batch_size,
-        # KTO's KL pairs are built per training batch, so evaluation batches must be the same.
-        per_device_eval_batch_size=batch_size,
-        gradient_accumulation_steps=1,
-        lr_scheduler_type="constant",
-        max_length=cfg.max_seq_length,
         beta=beta,
         # The reference forward runs with the policy each step; precomputing would only pay off
         # over several epochs and writes cache files.
         precompute_ref_log_probs=False,
-        # TRL turns checkpointing on by default; see TrainConfig.activation_checkpointing.
-        activation_checkpointing=cfg.activation_checkpointing,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=cfg.seed,
-        use_cpu=cfg.device == "cpu",
-        bf16=cfg.device == "cuda",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
     )
     dataset = Dataset.from_list(rows)
     callbacks = [_progress_callback(progress, method.upper())] if progress else None

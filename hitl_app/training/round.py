@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..core.config import Settings
 from ..evaluation.clinical_text import ClinicalTextJudge
-from ..evaluation.estimators import ModelView
+from ..evaluation.model_view import ModelView
 from ..evaluation.gate import decide, gate_summary
 from ..evaluation.version_eval import VersionReport, build_eval_sets, evaluate_version
 from ..feedback.ledger import FeedbackLedger, Judgement

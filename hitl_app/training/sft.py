@@ -77,6 +77,28 @@ class TrainConfig:
         """A JSON-ready copy for manifests."""
         return asdict(self)
 
+    def trainer_args(self, scratch: str, batch_size: int) -> dict:
+        """The TRL arguments every stage shares: one optimiser step per batch at a constant rate,
+        no checkpoints, no reports, no progress bars (progress goes to the status file)."""
+        return dict(
+            output_dir=scratch,
+            per_device_train_batch_size=batch_size,
+            per_device_eval_batch_size=batch_size,
+            gradient_accumulation_steps=1,
+            lr_scheduler_type="constant",
+            max_length=self.max_seq_length,
+            # TRL turns checkpointing on by default; see activation_checkpointing.
+            activation_checkpointing=self.activation_checkpointing,
+            logging_steps=1,
+            save_strategy="no",
+            report_to=[],
+            seed=self.seed,
+            use_cpu=self.device == "cpu",
+            bf16=self.device == "cuda",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+        )
+
     def lora_config(self):
         """The peft ``LoraConfig`` for a fresh adapter."""
         from peft import LoraConfig
@@ -208,24 +230,10 @@ def train_sft(
     schedule = epoch_schedule(rows, replay, cfg.num_epochs, cfg.seed) if rows else list(replay)
     with tempfile.TemporaryDirectory(prefix="hitl-sft-") as scratch:
         args = SFTConfig(
-            output_dir=scratch,
+            **cfg.trainer_args(scratch, cfg.batch_size),
             num_train_epochs=1,
             learning_rate=cfg.learning_rate,
-            per_device_train_batch_size=cfg.batch_size,
-            per_device_eval_batch_size=cfg.batch_size,
-            gradient_accumulation_steps=1,
-            lr_scheduler_type="constant",
-            max_length=cfg.max_seq_length,
             completion_only_loss=True,
-            activation_checkpointing=cfg.activation_checkpointing,
-            logging_steps=1,
-            save_strategy="no",
-            report_to=[],
-            seed=cfg.seed,
-            use_cpu=cfg.device == "cpu",
-            bf16=cfg.device == "cuda",
-            disable_tqdm=True,
-            dataloader_num_workers=0,
         )
         callbacks = [_progress_callback(progress, "SFT")] if progress else []
         if cfg.sft_loss_floor > 0:
