@@ -1,5 +1,6 @@
-"""The layers in pyproject.toml hold: a module imports only from layers below its own, and
-nothing in the app imports the benchmarks."""
+"""The layers in pyproject.toml hold: a module imports only from layers below its own, the UI
+reaches the model, the trainer and the stores only through the service, and nothing in the app
+imports the benchmarks."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _lint(root: Path) -> subprocess.CompletedProcess:
 def test_the_layers_hold():
     done = _lint(ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "0 broken" in done.stdout
+    assert "0 broken" in done.stdout and "3 kept" in done.stdout
 
 
 def _copy(tmp_path: Path) -> Path:
@@ -50,3 +51,13 @@ def test_the_app_importing_a_benchmark_breaks_the_suite(tmp_path):
     done = _lint(root)
     assert done.returncode != 0
     assert "outside the app's import graph BROKEN" in done.stdout
+
+
+def test_the_ui_reaching_past_the_service_breaks_the_suite(tmp_path):
+    root = _copy(tmp_path)
+    review = root / "hitl_app" / "ui" / "review.py"
+    review.write_text(review.read_text() + "\nfrom ..serving.manager import ModelManager  # noqa\n")
+    done = _lint(root)
+    assert done.returncode != 0
+    assert "only through the service BROKEN" in done.stdout
+    assert "hitl_app.ui.review -> hitl_app.serving.manager" in done.stdout
