@@ -162,8 +162,8 @@ def test_a_failed_warm_up_leaves_the_uncompiled_copy_answering(
     monkeypatch.setattr(CompiledDecoder, "generate", no_compiler)
     assert models.start_compiled_decoding((BUCKET,))
     assert not models.fast.compiled.wait(timeout_s=60)
-    state = models.fast.describe()["compiled"]
-    assert state["ready"] == [] and state["error"] == "RuntimeError: no C++ compiler"
+    state = models.fast.describe().compiled
+    assert state.ready == [] and state.error == "RuntimeError: no C++ compiler"
     models.activate("v0001")
     assert answers(models, fast=True, prompts=PROMPTS[:2]) == answers(models, fast=False, prompts=PROMPTS[:2])
     models.close()
@@ -192,11 +192,11 @@ def test_the_app_compiles_in_the_background_and_status_shows_it(make_settings) -
     settings = make_settings(compile_decode=True, serve_dtype="bfloat16", auto_retrain=False)
     service = create_service(settings)
     try:
-        assert service.status().fast_path["compiled"]["buckets"] == [256, 512]  # 8-token answers, 512 context
+        assert service.status().fast_path.compiled.buckets == [256, 512]  # 8-token answers, 512 context
         answer = service.ask(PROMPTS[0], Caller("dr-test", "clinician"))  # answered while compiling
         assert answer.version == BASE_VERSION
-        state = wait_for(lambda: (s := service.status().fast_path["compiled"])["ready"] == [[256, 1], [512, 1]] and s, 600)
-        assert state["error"] is None and state["compiling"] is None and set(state["compile_s"]) == {"256x1", "512x1"}
+        state = wait_for(lambda: (s := service.status().fast_path.compiled).ready == [[256, 1], [512, 1]] and s, 600)
+        assert state.error is None and state.compiling is None and set(state.compile_s) == {"256x1", "512x1"}
         counter = CompiledCalls(service.models.fast.compiled)
         service.ask(PROMPTS[1], Caller("dr-test", "clinician"))
         assert counter.calls == 1
@@ -233,9 +233,15 @@ def test_no_compiled_decoding_without_a_fast_copy(tiny_base: Path, published: Pa
     ],
 )
 def test_the_status_panel_says_how_answers_are_decoded(fast: dict | None, expected: str) -> None:
+    from hitl_app.serving.compiled_decode import CompiledState
+    from hitl_app.serving.fastpath import FastPathState
     from hitl_app.ui.format import decoding_line
 
-    assert decoding_line(fast) == expected
+    state = None
+    if fast is not None:
+        compiled = fast["compiled"] and CompiledState(buckets=[512], rows=[1, 2], compile_s={}, **fast["compiled"])
+        state = FastPathState(dtype=fast["dtype"], holds=None, merge_ms=None, refused={}, compiled=compiled)
+    assert decoding_line(state) == expected
 
 
 def test_the_candidates_benchmark_records_which_path_decoded_each_answer(compiled: ModelManager) -> None:

@@ -231,7 +231,7 @@ def test_unsupported_adapter_falls_back_to_the_peft_model(
     assert [r.getMessage() for r in caplog.records] == [
         "fast path: v0001 is answered on the PEFT model instead: adapter default trains modules_to_save"
     ]
-    assert manager.fast.describe()["refused"] == {"v0001": "adapter default trains modules_to_save"}
+    assert manager.fast.describe().refused == {"v0001": "adapter default trains modules_to_save"}
     assert manager.fast.holds is None
 
 

@@ -15,6 +15,7 @@ from ..evaluation.style_checks import StyleCheck
 from ..feedback.ledger import Judgement
 from ..feedback.records import BASE_VERSION, Feedback, Generation, SafetyFlag
 from ..safety.checker import flags_json
+from ..serving.fastpath import FastPathState
 from ..versions.manifest import Manifest, RoundRecord, TrainerStatus
 
 
@@ -75,7 +76,7 @@ class ServiceStatus(View):
     auto_retrain: bool = Field(description="whether judgements trigger retrains")
     trainer: TrainerView = Field(description="the background trainer's state")
     versions: list[str] = Field(description="base, then every published version, oldest first")
-    fast_path: dict[str, Any] | None = Field(description="the fast decode path's state; None without one")
+    fast_path: FastPathState | None = Field(description="the fast decode path's state; None without one")
 
 
 # ----- versions -----

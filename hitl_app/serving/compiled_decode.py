@@ -27,6 +27,7 @@ import time
 from typing import Sequence
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,19 @@ def _serving_guards(entries: list) -> list[bool]:
     """
     keep = torch.compiler.skip_guard_on_all_nn_modules_unsafe(entries)
     return [kept and entry.guard_type != "GLOBAL_STATE" for kept, entry in zip(keep, entries)]
+
+
+class CompiledState(BaseModel):
+    """Compiled decoding's state, as ``/status`` reports it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    buckets: list[int] = Field(description="the KV-cache lengths compiled for, in tokens")
+    rows: list[int] = Field(description="the batch sizes compiled for (answers per call)")
+    ready: list[list[int]] = Field(description="the [bucket, rows] shapes compiled and in use")
+    compiling: list[int] | None = Field(description="the [bucket, rows] shape compiling now, if any")
+    compile_s: dict[str, float] = Field(description="seconds each shape took to compile, keyed 'BUCKETxROWS'")
+    error: str | None = Field(description="why compiling failed; answers are then decoded uncompiled")
 
 
 class CompiledDecoder:
@@ -218,14 +232,14 @@ class CompiledDecoder:
             with self._lock:
                 self.compiling = None
 
-    def describe(self) -> dict:
+    def describe(self) -> CompiledState:
         """For ``/status``: the shapes ([bucket, rows]) asked for, ready and compiling, compile times, any error."""
         with self._lock:
-            return {
-                "buckets": list(self.buckets),
-                "rows": list(self.rows),
-                "ready": [list(shape) for shape in sorted(self._ready)],
-                "compiling": None if self.compiling is None else list(self.compiling),
-                "compile_s": {f"{b}x{r}": round(s, 1) for (b, r), s in sorted(self.compile_s.items())},
-                "error": self.error,
-            }
+            return CompiledState(
+                buckets=list(self.buckets),
+                rows=list(self.rows),
+                ready=[list(shape) for shape in sorted(self._ready)],
+                compiling=None if self.compiling is None else list(self.compiling),
+                compile_s={f"{b}x{r}": round(s, 1) for (b, r), s in sorted(self.compile_s.items())},
+                error=self.error,
+            )

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
-from .compiled_decode import CompiledDecoder
+from .compiled_decode import CompiledDecoder, CompiledState
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,18 @@ class FewRowsGemv:
         torch.backends.mkldnn.enabled = previous and rows > self.aten_max_rows
 
 
+class FastPathState(BaseModel):
+    """The fast serving copy's state, as ``/status`` reports it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dtype: str = Field(description="the copy's dtype, e.g. bfloat16")
+    holds: str | None = Field(description="the version merged into the copy (None before the first answer)")
+    merge_ms: int | None = Field(description="how long the last merge of a version into the copy took")
+    refused: dict[str, str] = Field(description="versions the copy cannot hold, and why; the PEFT model answers for them")
+    compiled: CompiledState | None = Field(description="compiled decoding's state; None when it is off")
+
+
 class MergedServingCopy:
     """A plain (no PEFT) copy of the base in ``dtype``, holding one version's merged weights.
 
@@ -215,15 +228,15 @@ class MergedServingCopy:
                 return self.compiled.generate(shape, **kwargs)
             return self.model.generate(**kwargs)
 
-    def describe(self) -> dict:
+    def describe(self) -> FastPathState:
         """For ``/status``: the copy's dtype, the version it holds, and compiled decoding's state."""
-        return {
-            "dtype": str(self.dtype).removeprefix("torch."),
-            "holds": self.holds,
-            "merge_ms": None if self.refresh_s is None else round(self.refresh_s * 1e3),
-            "refused": dict(self.refused),
-            "compiled": self.compiled.describe() if self.compiled is not None else None,
-        }
+        return FastPathState(
+            dtype=str(self.dtype).removeprefix("torch."),
+            holds=self.holds,
+            merge_ms=None if self.refresh_s is None else round(self.refresh_s * 1e3),
+            refused=dict(self.refused),
+            compiled=self.compiled.describe() if self.compiled is not None else None,
+        )
 
 
 def _check_adapters(peft_model) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..service.views import ServiceStatus
+from ..service.views import FastPathState, ServiceStatus
 
 
 def badge(version: str) -> str:
@@ -33,19 +33,19 @@ def progress_html(fraction: float) -> str:
     )
 
 
-def decoding_line(fast: dict | None) -> str:
+def decoding_line(fast: FastPathState | None) -> str:
     """The status panel's line on how answers are decoded, from ``/status``'s ``fast_path``."""
     if fast is None:
         return "**Decoding:** the float32 PEFT model"
-    text = f"**Decoding:** {fast['dtype']} merged copy"
-    compiled = fast["compiled"]
+    text = f"**Decoding:** {fast.dtype} merged copy"
+    compiled = fast.compiled
     if compiled is None:
         return text + ", uncompiled"
-    if compiled["error"]:
-        return text + f", uncompiled (compiling failed: {compiled['error']})"
-    ready = ", ".join(f"{bucket} tokens x {rows}" for bucket, rows in compiled["ready"])
+    if compiled.error:
+        return text + f", uncompiled (compiling failed: {compiled.error})"
+    ready = ", ".join(f"{bucket} tokens x {rows}" for bucket, rows in compiled.ready)
     text += f", compiled for {ready} (cache x answers)" if ready else ", uncompiled until compiling is done"
-    return text + (" (compiling {} x {})".format(*compiled["compiling"]) if compiled["compiling"] else "")
+    return text + (" (compiling {} x {})".format(*compiled.compiling) if compiled.compiling else "")
 
 
 def status_markdown(s: ServiceStatus) -> str:
