@@ -241,11 +241,11 @@ def test_bf16_copy_stays_close_to_fp32(tiny_base: Path, published: Path) -> None
     models.activate("v0001")
     inputs = models.encode(PROMPTS[0])
     with torch.inference_mode():
-        with models._adapter_for("v0001"):
+        with models.slot.weights_for("v0001"):
             models.fast.prepare(models.model, "v0001")
             fp32 = models.model(**inputs).logits[0, -1]
         bf16 = models.fast.model(**inputs).logits[0, -1].float()
-        with models._adapter_for(BASE_VERSION):
+        with models.slot.weights_for(BASE_VERSION):
             base = models.model(**inputs).logits[0, -1]
     effect = (fp32 - base).abs().max()
     assert (bf16 - fp32).abs().max() < 0.1 * effect  # bf16 rounding is far below the adapter's effect

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 LINT = Path(sys.executable).with_name("lint-imports")
 
@@ -34,30 +36,24 @@ def _copy(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_an_import_from_a_higher_layer_breaks_the_suite(tmp_path):
+@pytest.mark.parametrize(
+    ("module", "line", "broken", "edge"),
+    [
+        ("core/errors.py", "from ..service.service import HITLService", "The app's layers",
+         "hitl_app.core.errors -> hitl_app.service.service"),
+        ("ui/review.py", "from ..serving.manager import ModelManager",
+         "The UI reaches the model, the trainer and the stores only through the service",
+         "hitl_app.ui.review -> hitl_app.serving.manager"),
+        ("app.py", "from .bench import timing", "The benchmarks are outside the app's import graph",
+         "hitl_app.app -> hitl_app.bench.timing"),
+    ],
+    ids=["higher-layer", "ui-past-the-service", "app-imports-a-benchmark"],
+)  # fmt: skip
+def test_a_forbidden_import_breaks_the_suite(tmp_path: Path, module: str, line: str, broken: str, edge: str) -> None:
     root = _copy(tmp_path)
-    errors = root / "hitl_app" / "core" / "errors.py"
-    errors.write_text(errors.read_text() + "\nfrom ..service.service import HITLService  # noqa\n")
+    path = root / "hitl_app" / module
+    path.write_text(path.read_text() + f"\n{line}  # noqa\n")
     done = _lint(root)
     assert done.returncode != 0
-    assert "The app's layers BROKEN" in done.stdout
-    assert "hitl_app.core.errors -> hitl_app.service.service" in done.stdout
-
-
-def test_the_app_importing_a_benchmark_breaks_the_suite(tmp_path):
-    root = _copy(tmp_path)
-    app = root / "hitl_app" / "app.py"
-    app.write_text(app.read_text() + "\nfrom .bench import timing  # noqa\n")
-    done = _lint(root)
-    assert done.returncode != 0
-    assert "outside the app's import graph BROKEN" in done.stdout
-
-
-def test_the_ui_reaching_past_the_service_breaks_the_suite(tmp_path):
-    root = _copy(tmp_path)
-    review = root / "hitl_app" / "ui" / "review.py"
-    review.write_text(review.read_text() + "\nfrom ..serving.manager import ModelManager  # noqa\n")
-    done = _lint(root)
-    assert done.returncode != 0
-    assert "only through the service BROKEN" in done.stdout
-    assert "hitl_app.ui.review -> hitl_app.serving.manager" in done.stdout
+    assert f"{broken} BROKEN" in done.stdout
+    assert edge in done.stdout

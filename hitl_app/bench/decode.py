@@ -93,7 +93,7 @@ def bench_decode(cfg: BenchConfig, base: Path, tokenizer, root: Path) -> dict[st
     with torch.inference_mode():
         for version in ("base", versions[-1]):
             started = time.perf_counter()
-            with models._adapter_for(version):
+            with models.slot.weights_for(version):
                 fast.prepare(models.model, version)
             merges.append(time.perf_counter() - started)
 

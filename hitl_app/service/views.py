@@ -53,14 +53,8 @@ class TrainerView(View):
 
     @classmethod
     def of(cls, status: TrainerStatus) -> TrainerView:
-        """The view of the trainer's own status record."""
-        return cls(
-            state=status.state,
-            progress=status.progress,
-            message=status.message,
-            last_error=status.last_error,
-            last_version=status.last_version,
-        )
+        """The view of the trainer's own status record: the fields it shares with it."""
+        return cls.model_validate(status.model_dump(include=set(cls.model_fields)))
 
 
 class ServiceStatus(View):

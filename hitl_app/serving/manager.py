@@ -20,7 +20,6 @@ read under the lock, so every answer is tagged with the version that wrote it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -141,10 +140,6 @@ class ModelManager:
     def close(self) -> None:
         """Stop following ACTIVE."""
         self._watcher.stop()
-
-    def _adapter_for(self, version: str) -> contextlib.AbstractContextManager[None]:
-        """A block (run under the lock) with ``version``'s weights active in ``model`` (``AdapterSlot.weights_for``)."""
-        return self.slot.weights_for(version)
 
     # ----- generation -----
     def messages(self, prompt: str) -> list[Message]:

@@ -125,9 +125,8 @@ def train_preference(
             the reference equals the policy at that point, so TRL's figures are known without
             running it (rewards and KL 0, DPO loss log 2, KTO loss 0.5) and it costs a pass.
         eval_after: evaluate after training (the source of the result's eval and reward figures).
-            Each evaluation is a no-grad policy and reference pass over all rows, 35-40% of the
-            training time of a one-epoch stage (20 pairs of ~90-token answers on SmolLM2-135M,
-            2 CPU threads: 18 s against 51 s of training).
+            Each evaluation is a no-grad policy and reference pass over all rows: a large share of
+            a one-epoch stage's time.
         reference: ``"adapter"`` (TRL's default for a ``PeftModel``: a frozen copy of the adapter
             as the stage begins) or ``"base"`` (the adapters disabled).
 
