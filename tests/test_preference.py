@@ -201,6 +201,7 @@ def test_dpo_trains_lora_only_and_reports_trl_figures(base, tokenizer, cfg, reco
     assert result.reward_margin > 0
     assert result.loss_after < math.log(2)
     assert result.loss_before is None and result.metrics_before == {}  # eval_before is off by default
+    assert result.figures_from == "evaluation"
     # the figures are TRL's own eval metrics, under TRL's names
     m = result.trl_metrics
     assert result.reward_accuracy == m["eval_rewards/accuracies"]
@@ -228,14 +229,23 @@ def test_dpo_trains_lora_only_and_reports_trl_figures(base, tokenizer, cfg, reco
     ]
 
 
-def test_dpo_without_eval_after_reports_training_logs(base, tokenizer, cfg) -> None:
+def test_dpo_without_eval_after_reports_training_logs(base, tokenizer, cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    import trl
+
+    evaluations: list[str] = []
+    monkeypatch.setattr(trl.DPOTrainer, "evaluate", lambda self, *a, **k: evaluations.append("evaluate") or {})
     model = attach_adapter(base, None, cfg)
     result = train_preference(model, tokenizer, "dpo", dpo_rows(), cfg, BETA, eval_after=False)
+    assert evaluations == []  # no evaluation pass inside TRL
+    assert result.figures_from == "training steps"
     assert result.loss_after is None and result.trl_metrics == {}
-    assert result.reward_accuracy is None and result.reward_margin is None and result.kl is None
     assert_finite(result.loss)
     assert result.train_metrics["loss"] == pytest.approx(result.loss)
-    assert_finite(result.train_metrics["rewards/margins"])
+    # the reward figures are the means of TRL's training-step logs, under the manifest's names
+    logs = result.train_metrics
+    assert result.reward_accuracy == logs["rewards/accuracies"] and result.reward_margin == logs["rewards/margins"]
+    assert result.rewards_chosen == logs["rewards/chosen"] and result.rewards_rejected == logs["rewards/rejected"]
+    assert result.kl == pytest.approx((logs["rewards/chosen"] + logs["rewards/rejected"]) / (2 * BETA))
 
 
 # ----- KTO -----

@@ -269,11 +269,13 @@ def test_round_runs_the_preference_stage_its_rows_call_for(
         return
     made = metrics.rows["dpo"] if method == "dpo" else metrics.rows["kto_desirable"] + metrics.rows["kto_undesirable"]
     assert pref.method == method and pref.rows == pref_rows == made and pref.steps >= 1
-    figures = [pref.loss, pref.loss_after, pref.kl]
+    # A round runs no evaluation pass inside TRL: the figures are its training steps' means.
+    assert pref.figures_from == "training steps" and pref.loss_after is None and pref.trl_metrics == {}
+    figures = [pref.loss, pref.kl]
     if method == "dpo":  # KTO reports no accuracy, and a margin only when it has both labels
         figures += [pref.reward_accuracy, pref.reward_margin]
     assert all(f is not None and math.isfinite(f) for f in figures), pref
-    assert pref.trl_metrics and all(math.isfinite(v) for v in pref.trl_metrics.values())
+    assert pref.train_metrics and all(math.isfinite(v) for v in pref.train_metrics.values())
 
 
 def test_a_round_with_rows_for_no_stage_publishes_nothing(make_settings, tiny_base: Path) -> None:

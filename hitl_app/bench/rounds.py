@@ -86,9 +86,9 @@ def wait_round(trainer: "TrainerClient", pending: PendingRound, timeout_s: float
 def round_figures(registry: Registry, pending: PendingRound, version: str, wall_s: float | None) -> dict[str, Any]:
     """What a finished round reports: wall time, the manifest's duration and rows, and each stage's figures.
 
-    The round's stages are: read the ledger, load the base (a trainer's first round only), SFT
-    (with an evaluation before and after), the preference stage, save, then evaluate the new
-    version against the serving one and apply the promotion gate. ``load_sft_save_s`` is the
+    The round's stages are: read the ledger, load the base (a trainer's first round only, unless
+    the trainer prepared it), SFT, the preference stage, save, then evaluate the new version
+    against the serving one and apply the promotion gate. ``load_sft_save_s`` is the
     training part minus the preference stage; ``sft_duration_s`` is the manifest's own figure for
     SFT alone if the round records one (None otherwise). Fields a round does not record are None.
     """

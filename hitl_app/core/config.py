@@ -57,6 +57,7 @@ class ServingConfig(_Section):
     trainer_threads: int  # the cores a training round takes, which answers leave to it
     serve_dtype: Literal["auto", "float32", "bfloat16"]
     compile_decode: bool
+    max_batch: int
 
 
 class TrainingConfig(_Section):
@@ -81,6 +82,7 @@ class TrainingConfig(_Section):
     train_method: Literal["auto", "sft", "dpo", "kto"]
     beta: float
     trainer_threads: int
+    round_budget_s: float
 
 
 class EvaluationConfig(_Section):
@@ -168,6 +170,11 @@ class Settings(BaseSettings):
         "else float32 from the PEFT model). Training and evaluation stay float32; CUDA and 4-bit are unchanged.",
     )
 
+    max_batch: int = Field(
+        8,
+        description="Most questions answered together: questions asked while the model is busy are answered "
+        "in one batched call, up to this many (1: one at a time).",
+    )
     compile_decode: bool = Field(
         True,
         description="With the bf16 CPU copy, compile single answers' decoding in the background after start-up "
@@ -205,7 +212,18 @@ class Settings(BaseSettings):
         description="Preference stage after SFT: auto (DPO when there are pairs, else KTO), dpo, kto, or sft (none).",
     )
     beta: float = Field(0.1, description="DPO/KTO beta: how far the policy may move from the reference (base).")
-    trainer_threads: int = Field(1, description="CPU threads the trainer may use, so answers stay responsive.")
+    trainer_threads: int = Field(
+        1,
+        description="CPU threads the trainer uses while answers are streaming, so they stay responsive; between "
+        "answers it uses every core other processes leave idle.",
+    )
+    round_budget_s: float = Field(
+        0,
+        description="Seconds a training round should take (0: no budget). With a budget, the replay sample is cut so "
+        "the estimated training fits, and the evaluation's sample questions, red-team and KL prompts are cut to what "
+        "the time left allows; the manifest names every figure measured on fewer items. Estimates come from the "
+        "previous round's stage times.",
+    )
 
     # --- evaluation and the promotion gate ---
     holdout_fraction: float = Field(
@@ -297,6 +315,10 @@ class Settings(BaseSettings):
             problems.append(f"--temperature must be 0 or more (got {self.temperature})")
         if not 0 < self.top_p <= 1:
             problems.append(f"--top-p must be in (0, 1] (got {self.top_p})")
+        if self.max_batch < 1:
+            problems.append(f"--max-batch must be at least 1 (got {self.max_batch})")
+        if self.round_budget_s < 0:
+            problems.append(f"--round-budget-s must be 0 or more (got {self.round_budget_s})")
         if self.serve_threads < 0 or self.trainer_threads < 1:
             problems.append("--serve-threads must be 0 or more and --trainer-threads at least 1")
         if self.lora_r < 1 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1:

@@ -24,13 +24,13 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "Access": ("host", "port", "share", "auth", "auth_file"),
     "Model and serving": (
         "base_model", "load_in_4bit", "device", "max_new_tokens", "temperature", "top_p", "system_prompt",
-        "candidates", "serve_threads", "serve_dtype", "compile_decode",
+        "candidates", "max_batch", "serve_threads", "serve_dtype", "compile_decode",
     ),
     "Data": ("feedback_dir", "checkpoints_dir", "redact_phi"),
     "Training": (
         "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "learning_rate", "num_epochs",
         "sft_loss_floor", "preference_epochs", "preference_learning_rate", "train_batch_size", "max_seq_length",
-        "train_method", "beta", "trainer_threads",
+        "train_method", "beta", "trainer_threads", "round_budget_s",
     ),
     "Evaluation and the promotion gate": (
         "gate", "gate_max_accuracy_drop", "gate_min_pairs", "gate_max_perplexity_rise", "gate_kl_budget",

@@ -14,7 +14,7 @@ from typing import Any, Literal, Sequence
 import torch
 
 from ..core.chat import Message
-from .model_view import ModelView, as_view, context_length, device_of, entered, pad_token_id
+from .model_view import ModelView, accepts_logits_to_keep, as_view, context_length, device_of, entered, pad_token_id
 
 
 @dataclass(frozen=True)
@@ -78,11 +78,14 @@ def score_rows(
     """Log-prob of every token ``rows[i][starts[i]:]`` given the tokens before it (starts >= 1).
 
     Rows are right-padded, so each real token sits at the position it has alone, and the causal
-    mask keeps padding (always after the real tokens) out of their context.
+    mask keeps padding (always after the real tokens) out of their context. Logits are computed
+    only from the first position that predicts a scored token on (``logits_to_keep``), not for
+    the prompts before it.
     """
     out: list[torch.Tensor] = [torch.empty(0)] * len(rows)
     with entered(view) as model:
         device = device_of(model)
+        trim = accepts_logits_to_keep(model)
         for batch in length_batches([len(r) for r in rows], batch_size):
             width = max(len(rows[i]) for i in batch)
             ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -90,11 +93,13 @@ def score_rows(
             for j, i in enumerate(batch):
                 ids[j, : len(rows[i])] = torch.tensor(rows[i])
                 mask[j, : len(rows[i])] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (B, T, V)
+            first = min(starts[i] for i in batch) - 1 if trim else 0  # the first position whose logits are read
+            kwargs = {"logits_to_keep": width - first} if trim else {}
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs).logits  # (B, T - first, V)
             for j, i in enumerate(batch):
-                start, end = starts[i], len(rows[i])
+                start, end = starts[i] - first, len(rows[i]) - first
                 row_logits = logits[j, start - 1 : end - 1].float()  # position t predicts token t+1
-                targets = ids[j, start:end].to(row_logits.device)
+                targets = ids[j, starts[i] : len(rows[i])].to(row_logits.device)
                 token_lp = row_logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(row_logits, -1)
                 out[i] = token_lp.cpu()
     return out

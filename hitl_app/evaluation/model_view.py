@@ -9,6 +9,7 @@ previous mode afterwards.
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterator
@@ -98,3 +99,9 @@ def pad_token_id(tokenizer) -> int:
 def context_length(model) -> int | None:
     """How many positions the model reads (None when its config does not say)."""
     return getattr(getattr(model, "config", None), "max_position_embeddings", None)
+
+
+def accepts_logits_to_keep(model) -> bool:
+    """Whether the model's forward can compute logits for its last positions only (``logits_to_keep``)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -152,9 +152,37 @@ def sample_kl(
         ValueError: no prompts, a prompt too long for N more tokens, or a generation_config that
             would change the sampling distribution.
     """
+    (result,) = sample_kl_many(
+        policy, [reference], tokenizer, prompts, max_new_tokens, samples_per_prompt, seed=seed, batch_size=batch_size
+    )
+    return result
+
+
+@torch.no_grad()
+def sample_kl_many(
+    policy: ModelView | Any,
+    references: Sequence[ModelView | Any],
+    tokenizer,
+    prompts: list[list[Message]],
+    max_new_tokens: int = 32,
+    samples_per_prompt: int = 1,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> list[KLResult]:
+    """``sample_kl`` against several references on one set of samples: KL(p || q) for each q.
+
+    The answers are sampled from the policy once and each reference scores them in one forward
+    pass per batch, so every result equals ``sample_kl(policy, reference, ...)`` with the same
+    arguments (the same samples), at the cost of one sampling.
+
+    Raises:
+        ValueError: no references, or as ``sample_kl``.
+    """
     if not prompts:
         raise ValueError("no prompts to sample from")
-    policy, reference = as_view(policy), as_view(reference)
+    if not references:
+        raise ValueError("no reference to compare the policy with")
+    policy, views = as_view(policy), [as_view(r) for r in references]
     pad_id = pad_token_id(tokenizer)
     eos_ids = _eos_ids(policy.model, tokenizer)
     config = _ancestral_config(policy.model, max_new_tokens, eos_ids, pad_id)
@@ -164,16 +192,20 @@ def sample_kl(
     ]
     check_fits(policy.model, [len(ids) + max_new_tokens for ids in encoded], "prompt + max_new_tokens")
     rows = [(i, encoded[i]) for i in range(len(prompts)) for _ in range(samples_per_prompt)]
-    found: list[KLSample | None] = [None] * len(rows)
+    found: list[list[KLSample | None]] = [[None] * len(rows) for _ in views]
     device = device_of(policy.model)
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for batch in length_batches([len(ids) for _, ids in rows], batch_size):
-            scored = _kl_batch(policy, reference, [rows[r][1] for r in batch], config, eos_ids, pad_id)
-            texts = tokenizer.batch_decode([tokens for tokens, _, _ in scored], skip_special_tokens=True)
-            for r, (tokens, kl, kl_mc), text in zip(batch, scored, texts):
-                found[r] = KLSample(rows[r][0], tokens, text.strip(), kl, kl_mc)
-    samples: list[KLSample] = [s for s in found if s is not None]
+            scored = _kl_batch(policy, views, [rows[r][1] for r in batch], config, eos_ids, pad_id)
+            texts = tokenizer.batch_decode([tokens for tokens, _ in scored], skip_special_tokens=True)
+            for r, (tokens, estimates), text in zip(batch, scored, texts):
+                for k, (kl, kl_mc) in enumerate(estimates):
+                    found[k][r] = KLSample(rows[r][0], tokens, text.strip(), kl, kl_mc)
+    return [_result([s for s in per_reference if s is not None]) for per_reference in found]
+
+
+def _result(samples: list[KLSample]) -> KLResult:
     kls = torch.tensor([s.kl for s in samples], dtype=torch.float64)
     mcs = torch.tensor([s.kl_mc for s in samples], dtype=torch.float64)
     n_tokens = sum(len(s.token_ids) for s in samples)
@@ -191,9 +223,9 @@ def sample_kl(
 
 
 def _kl_batch(
-    policy: ModelView, reference: ModelView, prompts: list[list[int]], config, eos_ids: list[int], pad_id: int
-) -> list[tuple[list[int], float, float]]:
-    """Sample one answer per prompt from the policy; return (tokens, RB estimate, MC estimate) per answer."""
+    policy: ModelView, references: list[ModelView], prompts: list[list[int]], config, eos_ids: list[int], pad_id: int
+) -> list[tuple[list[int], list[tuple[float, float]]]]:
+    """Sample one answer per prompt from the policy; return (tokens, [(RB estimate, MC estimate) per reference]) per answer."""
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -211,24 +243,27 @@ def _kl_batch(
     lengths = torch.where(is_eos.any(1), is_eos.long().argmax(1) + 1, no_eos)  # EOS counts as a token
     live = torch.arange(n, device=new.device)[None, :] < lengths[:, None]  # (B, n)
 
-    # The reference reads the same left-padded rows in one pass; the last token is never context.
+    # Each reference reads the same left-padded rows in one pass; the last token is never context.
     full_mask = torch.cat([mask.to(new.device), live.long()], dim=1)[:, :-1]
     positions = (full_mask.cumsum(-1) - 1).clamp(min=0)
-    kwargs = {"logits_to_keep": n} if _accepts_logits_to_keep(reference.model) else {}
-    with entered(reference) as model:
-        ref_device = device_of(model)
-        ref_logits = model(
-            input_ids=out.sequences[:, :-1].to(ref_device),
-            attention_mask=full_mask.to(ref_device),
-            position_ids=positions.to(ref_device),
-            **kwargs,
-        ).logits[:, -n:]  # (B, n, V): position t predicts new[:, t]
-    ref_lp = torch.log_softmax(ref_logits.float(), dim=-1).to(policy_lp.device)
-
     probs = policy_lp.exp()
-    # 0 * log 0 is 0: a token the policy never samples adds nothing, even where its logit is -inf.
-    per_position = torch.where(probs > 0, probs * (policy_lp - ref_lp), torch.zeros_like(probs)).sum(-1)  # (B, n)
-    ratio = (policy_lp - ref_lp).gather(-1, new[..., None].to(policy_lp.device)).squeeze(-1)  # (B, n)
     live = live.to(policy_lp.device)
-    kl, kl_mc = (per_position * live).sum(1).tolist(), (ratio * live).sum(1).tolist()
-    return [(new[j, : lengths[j]].tolist(), kl[j], kl_mc[j]) for j in range(len(prompts))]
+    estimates: list[tuple[list[float], list[float]]] = []
+    for reference in references:
+        kwargs = {"logits_to_keep": n} if _accepts_logits_to_keep(reference.model) else {}
+        with entered(reference) as model:
+            ref_device = device_of(model)
+            ref_logits = model(
+                input_ids=out.sequences[:, :-1].to(ref_device),
+                attention_mask=full_mask.to(ref_device),
+                position_ids=positions.to(ref_device),
+                **kwargs,
+            ).logits[:, -n:]  # (B, n, V): position t predicts new[:, t]
+        ref_lp = torch.log_softmax(ref_logits.float(), dim=-1).to(policy_lp.device)
+        # 0 * log 0 is 0: a token the policy never samples adds nothing, even where its logit is -inf.
+        per_position = torch.where(probs > 0, probs * (policy_lp - ref_lp), torch.zeros_like(probs)).sum(-1)  # (B, n)
+        ratio = (policy_lp - ref_lp).gather(-1, new[..., None].to(policy_lp.device)).squeeze(-1)  # (B, n)
+        estimates.append(((per_position * live).sum(1).tolist(), (ratio * live).sum(1).tolist()))
+    return [
+        (new[j, : lengths[j]].tolist(), [(kl[j], kl_mc[j]) for kl, kl_mc in estimates]) for j in range(len(prompts))
+    ]

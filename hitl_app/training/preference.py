@@ -108,6 +108,7 @@ def train_preference(
     eval_before: bool = False,
     eval_after: bool = True,
     reference: str = "adapter",
+    callbacks: list | None = None,
 ) -> PreferenceMetrics:
     """Train the LoRA adapter of ``model`` further with TRL's DPO or KTO trainer. Nothing is saved.
 
@@ -124,14 +125,18 @@ def train_preference(
         eval_before: also evaluate before training. Off by default: with ``reference="adapter"``
             the reference equals the policy at that point, so TRL's figures are known without
             running it (rewards and KL 0, DPO loss log 2, KTO loss 0.5) and it costs a pass.
-        eval_after: evaluate after training (the source of the result's eval and reward figures).
-            Each evaluation is a no-grad policy and reference pass over all rows: a large share of
-            a one-epoch stage's time.
+        eval_after: evaluate after training, the source of the result's reward, margin and KL
+            figures. Each evaluation is a no-grad policy and reference pass over all rows: a large
+            share of a one-epoch stage's time. Without it those figures are the means of TRL's
+            training-step logs (``figures_from="training steps"``: each step's batch, before that
+            step's update), and ``loss_after`` and ``trl_metrics`` stay empty.
         reference: ``"adapter"`` (TRL's default for a ``PeftModel``: a frozen copy of the adapter
             as the stage begins) or ``"base"`` (the adapters disabled).
+        callbacks: more ``TrainerCallback``s (e.g. the trainer's thread count before every step).
 
     Returns:
-        TRL's training loss and its evaluation figures after training (see ``PreferenceMetrics``).
+        TRL's training loss and its figures, from its evaluation after training or from its
+        training steps (see ``PreferenceMetrics``).
 
     Raises:
         ValueError: unknown method or reference, no rows, rows of the wrong shape, too few KTO
@@ -174,7 +179,10 @@ def train_preference(
         backbone.activation_checkpointing_disable()
     try:
         with tempfile.TemporaryDirectory(prefix=f"hitl-{method}-") as scratch:
-            trainer = _make_trainer(model, tokenizer, method, rows, cfg, beta, batch_size, scratch, progress)
+            trainer = _make_trainer(
+                model, tokenizer, method, rows, cfg, beta, batch_size, scratch, progress, callbacks,
+                evaluates=eval_before or eval_after,
+            )  # fmt: skip
             if reference == "base" and _TRL_REF_ADAPTER in model.peft_config:
                 # Without its "ref" copy TRL runs the reference forward with the adapters disabled.
                 model.delete_adapter(_TRL_REF_ADAPTER)
@@ -198,10 +206,12 @@ def train_preference(
             f"(train {loss}, eval before {before.get('eval_loss', '-')}, after {after.get('eval_loss', '-')})"
         )
 
-    chosen = after.get("eval_rewards/chosen")
-    rejected = after.get("eval_rewards/rejected")
+    # The figures: TRL's evaluation after training, or else the means of its training-step logs.
+    source, prefix = (after, "eval_") if eval_after else (train_logs, "")
+    chosen = source.get(f"{prefix}rewards/chosen")
+    rejected = source.get(f"{prefix}rewards/rejected")
     if method == "kto":
-        kl = after.get("eval_kl")
+        kl = source.get(f"{prefix}kl")
     elif chosen is not None and rejected is not None:
         kl = (chosen + rejected) / (2 * beta)
     else:
@@ -213,8 +223,8 @@ def train_preference(
         loss=loss,
         loss_before=before.get("eval_loss"),
         loss_after=after.get("eval_loss"),
-        reward_accuracy=after.get("eval_rewards/accuracies"),
-        reward_margin=after.get("eval_rewards/margins"),
+        reward_accuracy=source.get(f"{prefix}rewards/accuracies"),
+        reward_margin=source.get(f"{prefix}rewards/margins"),
         rewards_chosen=chosen,
         rewards_rejected=rejected,
         kl=kl,
@@ -224,6 +234,7 @@ def train_preference(
         train_metrics=train_logs,
         batch_size=batch_size,
         reference=reference,
+        figures_from="evaluation" if eval_after else "training steps",
     )
     log.info(
         "%s: %d rows, %d steps, loss %.4f, eval loss %s -> %s, margin %s, kl %s (reference %s, beta %g, %.1fs)",
@@ -262,7 +273,7 @@ def _mean_step_logs(log_history: list[dict]) -> dict[str, float]:
     return {key: sum(values) / len(values) for key, values in sums.items()}
 
 
-def _make_trainer(model, tokenizer, method, rows, cfg, beta, batch_size, scratch, progress):
+def _make_trainer(model, tokenizer, method, rows, cfg, beta, batch_size, scratch, progress, callbacks=None, evaluates=True):
     from datasets import Dataset
 
     common = dict(
@@ -271,12 +282,14 @@ def _make_trainer(model, tokenizer, method, rows, cfg, beta, batch_size, scratch
         num_train_epochs=cfg.preference_epochs,
         learning_rate=cfg.preference_learning_rate,
         beta=beta,
-        # The reference forward runs with the policy each step; precomputing would only pay off
-        # over several epochs and writes cache files.
+        # The reference forward runs with the policy each step. Precomputing it does the same
+        # reference forwards at one epoch (one per row either way), in TRL's constructor, while
+        # TRL's "ref" copy of the adapter is still loaded: the precomputed reference would be that
+        # copy, not the base that reference="base" asks for. It also writes cache files.
         precompute_ref_log_probs=False,
     )
     dataset = Dataset.from_list(rows)
-    callbacks = [_progress_callback(progress, method.upper())] if progress else None
+    callbacks = ([_progress_callback(progress, method.upper())] if progress else []) + list(callbacks or [])
     if method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
@@ -298,8 +311,8 @@ def _make_trainer(model, tokenizer, method, rows, cfg, beta, batch_size, scratch
             ref_model=None,
             args=args,
             train_dataset=dataset,
-            eval_dataset=dataset,
+            eval_dataset=dataset if evaluates else None,
             processing_class=tokenizer,
-            callbacks=callbacks,
+            callbacks=callbacks or None,
         )
     )

@@ -2,9 +2,13 @@
 
 Serving and training never share a PEFT model (an adapter swap during a generation would change
 the answer mid-stream), and a crash, kill or out-of-memory in training must not take the app
-down. So the trainer is its own process with its own copy of the base model and few CPU threads.
-It reports through ``checkpoints/trainer_status.json`` (``status``); the app reads that file and
+down. So the trainer is its own process with its own copy of the base model and a lower CPU
+priority. It uses every idle core while no answer is streaming and ``--trainer-threads`` while one
+is: the app counts its answers in flight through ``TrainerClient.answering`` (``threads``). It
+reports through ``checkpoints/trainer_status.json`` (``status``); the app reads that file and
 watches the process, so a trainer that dies is shown as failed and restarted on the next trigger.
+On start, before its first request, the trainer loads the base and prepares what every round
+needs once (``RoundRunner.prepare``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ..versions.manifest import RoundRecord, TrainerStatus
 from ..versions.registry import Registry
 from .round import RoundRunner
 from .status import StatusFile
+from .threads import ThreadGovernor
 
 log = logging.getLogger(__name__)
 
@@ -47,23 +52,32 @@ def _exit_with_the_app() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def worker_main(settings_json: str, base_source: str, jobs) -> None:
+def worker_main(settings_json: str, base_source: str, jobs, answering=None) -> None:
     """Entry point of the trainer process: serve training requests from ``jobs`` until ``None``.
 
     Args:
         settings_json: the app's ``Settings`` as JSON (a spawned process shares no objects).
         base_source: folder or hub id of the base model.
         jobs: the queue of requests, ``{"requested_by": name}`` each; ``None`` ends the process.
+        answering: the app's count of answers in flight (a shared ``multiprocessing.Value``), or None.
     """
     settings = Settings.model_validate_json(settings_json)
     configure(settings.log_level, process="trainer")
     _exit_with_the_app()
     import torch
 
-    # Answers must stay responsive while training: few threads, and a lower CPU priority.
+    # Answers must stay responsive while training: few threads while they stream (the governor
+    # switches before every step and measurement), and a lower CPU priority always.
     torch.set_num_threads(settings.training_config.trainer_threads)
     os.nice(10)
-    runner = RoundRunner(settings, base_source)
+    threads = ThreadGovernor(settings.training_config.trainer_threads, answering)
+    runner = RoundRunner(settings, base_source, threads=threads)
+    try:
+        started = time.perf_counter()
+        runner.prepare()
+        log.info("trainer ready after %.1f s", time.perf_counter() - started)
+    except Exception:  # a round redoes what failed here, and reports its error
+        log.exception("preparing the trainer failed; the first round will retry")
     while True:
         job = jobs.get()
         if job is None:
@@ -124,6 +138,8 @@ class TrainerClient:
         self._proc = None
         self._jobs = None
         self._lock = threading.Lock()
+        # Answers in flight in the app, read by the trainer before every step (see ``answering``).
+        self._answering = self._ctx.Value("i", 0)
         previous = self.status_file.read()
         if previous.state == "training":
             self._lost_round(previous, "the previous round was interrupted when the app stopped; it will be retried")
@@ -134,7 +150,7 @@ class TrainerClient:
         self._jobs = self._ctx.Queue()
         self._proc = self._ctx.Process(
             target=worker_main,
-            args=(self.settings.model_dump_json(), self.base_source, self._jobs),
+            args=(self.settings.model_dump_json(), self.base_source, self._jobs, self._answering),
             name="hitl-trainer",
             daemon=True,
         )
@@ -172,6 +188,21 @@ class TrainerClient:
             )
         )
         return self.status_file.write(state="failed", last_error=error)
+
+    def answering(self, busy: bool) -> None:
+        """Tell the trainer that an answer started (``True``) or ended (``False``) streaming.
+
+        Calls are counted: the trainer keeps to ``--trainer-threads`` while any answer is in flight
+        and takes the idle cores again once every started answer has ended, from its next training
+        step or measurement. Pair each ``True`` with one ``False`` (in a ``finally``). Cheap: a
+        shared integer, no message to the process; it works whether or not the process runs.
+        """
+        with self._answering.get_lock():
+            self._answering.value = self._answering.value + 1 if busy else max(0, self._answering.value - 1)
+
+    def answers_in_flight(self) -> int:
+        """How many answers the app has said are streaming now."""
+        return self._answering.value
 
     def busy(self) -> bool:
         """Whether a round is queued or running."""

@@ -7,29 +7,37 @@ A round runs its stages in order, each logging one line with its figures:
 2. SFT on the accepted and edited answers (``sft.train_sft``);
 3. the preference stage: DPO on pairs, else KTO on labels (``preference.train_preference``;
    see ``--train-method``);
-4. evaluation against the serving version (``version_eval.evaluate_version``);
+4. evaluation against the serving version (``version_eval.evaluate_version``): the new version
+   is measured; the serving version's figures on the shipped data are read back from its manifest
+   or the base's cache (``eval_cache``) when the evaluation's inputs are unchanged;
 5. the promotion gate (``gate.decide``);
 6. publish, and serve the new version if the gate passed.
 
 Each stage runs only if it has rows. The round runs in the trainer process (``process``) or in a
-test, on its own copy of the base model, and reports progress through the status file.
+test, on its own copy of the base model, and reports progress through the status file. No stage
+runs an evaluation pass inside TRL: the stages' losses and reward figures come from their training
+steps' logs, and the manifest says so. With ``--round-budget-s`` the replay sample and the
+evaluation's sets are cut to fit the budget, estimated from the previous round's stage times.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.config import Settings
 from ..evaluation.clinical_text import ClinicalTextJudge
+from ..evaluation.eval_cache import BaseCache, FixedFigures, JudgeCalibration, base_identity, eval_key
 from ..evaluation.model_view import ModelView
 from ..evaluation.gate import decide, gate_summary
-from ..evaluation.version_eval import VersionReport, build_eval_sets, evaluate_version
+from ..evaluation.version_eval import EvalSets, VersionReport, build_eval_sets, evaluate_version, measure_fixed
 from ..feedback.ledger import FeedbackLedger, Judgement
 from ..feedback.records import BASE_VERSION
 from ..feedback.store import FeedbackStore
@@ -39,6 +47,7 @@ from ..versions.registry import Registry
 from .preference import choose_method, train_preference
 from .sft import SFTResult, TrainConfig, attach_adapter, train_sft
 from .status import StatusFile
+from .threads import ThreadGovernor
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +63,7 @@ class _RoundRows:
     new: list[Judgement]
     rows: TrainingRows
     method: str | None  # "dpo", "kto", or None for no preference stage
+    budget: dict = field(default_factory=dict)  # what --round-budget-s decided; empty without a budget
 
     @property
     def preference(self) -> list[dict]:
@@ -67,15 +77,32 @@ class _RoundRows:
         return bool(rows.sft or self.preference) and bool(set(rows.new_record_ids) & set(rows.record_ids))
 
 
+@dataclass(frozen=True)
+class _StageTimes:
+    """Seconds per unit of each stage, from the newest round that recorded them (the budget's estimates)."""
+
+    sft_step_s: float | None
+    preference_row_s: float | None
+    eval_s: float | None  # the whole evaluation, at full size
+
+    def train_s(self, rows: TrainingRows, method: str | None, epochs: float, batch_size: int) -> float:
+        """Estimated seconds to train on ``rows``."""
+        steps = math.ceil((math.ceil(epochs * len(rows.sft_new)) + len(rows.sft_replay)) / batch_size)
+        preference = len({"dpo": rows.dpo, "kto": rows.kto}.get(method or "", []))
+        return steps * (self.sft_step_s or 0.0) + preference * (self.preference_row_s or 0.0)
+
+
 class RoundRunner:
     """Runs training rounds in the current process (the trainer process, or a test).
 
     Args:
         settings: the app's settings; each stage reads its own section of them.
         base_source: folder or hub id of the base model.
+        threads: sets the trainer's thread count before every step and measurement (the trainer
+            process's); None leaves torch's thread count alone.
     """
 
-    def __init__(self, settings: Settings, base_source: str) -> None:
+    def __init__(self, settings: Settings, base_source: str, threads: ThreadGovernor | None = None) -> None:
         self.base_source = base_source
         self.training = settings.training_config
         self.evaluation = settings.evaluation_config
@@ -84,9 +111,31 @@ class RoundRunner:
         self.ledger = FeedbackLedger(FeedbackStore(settings.feedback_dir))
         self.status = StatusFile(settings.checkpoints_dir)
         self.cfg = TrainConfig.from_config(self.training)
+        self.cache = BaseCache(settings.checkpoints_dir)
+        self.threads = threads
         self._base = None
         self._tokenizer = None
-        self._judge: tuple[str | None, ClinicalTextJudge] | None = None  # (system prompt, judge), calibrated once
+        self._base_id: str | None = None
+        self._judge: tuple[str, ClinicalTextJudge] | None = None  # (evaluation key, judge), calibrated once
+
+    def prepare(self) -> None:
+        """Do once, before the first round, what every round needs: load the base, calibrate the
+        clinical-text judge, and measure the base's figures on the shipped data when the base is
+        serving and the base cache lacks them. Judge and figures are kept in the base cache, so a
+        restarted trainer reads them back."""
+        base, tokenizer = self._load()
+        sets = build_eval_sets([], self.evaluation)
+        key = self._eval_key(sets)
+        view = ModelView(base)
+        with self._watching(base):
+            self._clinical_judge(view, tokenizer, sets, key)
+            if self.registry.active().version == BASE_VERSION and self.cache.read(key)[0] is None:
+                started = time.perf_counter()
+                fixed = measure_fixed(
+                    view, view, tokenizer, sets, self.evaluation.system_prompt, progress=lambda f, m: self._apply_threads()
+                )
+                self.cache.write(key, fixed, None)
+                log.info("the base's figures on the shipped data measured in %.1f s and cached", time.perf_counter() - started)
 
     def run(self, requested_by: str) -> str | None:
         """Train one round on the judgements since the last version; publish it, and serve it if the gate passes.
@@ -115,10 +164,13 @@ class RoundRunner:
         model = attach_adapter(base, parent_dir, self.cfg)
         staging = self.registry.staging_dir()
         try:
-            sft, preference = self._train(model, tokenizer, todo)
+            with self._watching(base):
+                sft, preference = self._train(model, tokenizer, todo)
             model.save_pretrained(str(staging))
             trained_s = time.perf_counter() - started
-            report = self._evaluate(model, tokenizer, parent, parent_dir)
+            fraction = self._eval_fraction(started, todo)
+            with self._watching(base):
+                report = self._evaluate(model, tokenizer, parent, parent_dir, fraction)
             manifest = Manifest(
                 version="pending",
                 parent=parent,
@@ -130,11 +182,14 @@ class RoundRunner:
                 metrics=RoundMetrics(
                     train_loss_before=sft.loss_before if sft else None,
                     train_loss_after=sft.loss_after if sft else None,
+                    train_loss_from=sft.losses_from if sft else None,
                     duration_s=round(time.perf_counter() - started, 2),
                     train_duration_s=round(trained_s, 2),
                     rows=todo.rows.counts,
                     sft_steps=sft.steps if sft else 0,
+                    sft_duration_s=round(sft.duration_s, 2) if sft else None,
                     preference=preference,
+                    **({"budget": {**todo.budget, "eval_fraction": round(fraction, 3)}} if todo.budget else {}),
                 ),
                 evaluation=report.metrics,
                 gate=decide(report.metrics, self.gate),
@@ -149,21 +204,77 @@ class RoundRunner:
         return version
 
     def _rows(self) -> _RoundRows:
-        """Stage 1: the rows of the judgements since the last version, with replay and hold-out."""
+        """Stage 1: the rows of the judgements since the last version, with replay and hold-out.
+
+        With a round budget, the replay sample is the largest (up to ``--replay-size``) whose
+        estimated training time leaves the evaluation its estimated time.
+        """
         self.ledger.refresh()
         cursor = self.registry.consumed_cursor()
         new = self.ledger.judgements(after=cursor)
         older = [j for j in self.ledger.judgements() if j.offset < cursor]
-        rows = build_rows(
-            new,
-            older,
-            self.training.replay_size,
-            self.training.seed + len(self.registry.versions()),
-            self.training.holdout_fraction,
-        )
-        method = choose_method(self.training.train_method, len(rows.dpo), len(rows.kto))
+        seed = self.training.seed + len(self.registry.versions())
+
+        def rows_with(replay_size: int) -> tuple[TrainingRows, str | None]:
+            rows = build_rows(new, older, replay_size, seed, self.training.holdout_fraction)
+            return rows, choose_method(self.training.train_method, len(rows.dpo), len(rows.kto))
+
+        asked = self.training.replay_size
+        rows, method = rows_with(asked)
+        budget: dict = {}
+        if self.training.round_budget_s > 0:
+            times = self._stage_times()
+            cost = lambda r, m: times.train_s(r, m, self.cfg.num_epochs, self.cfg.batch_size)  # noqa: E731
+            allowed = self.training.round_budget_s - (times.eval_s or 0.0)
+            used = asked
+            if times.sft_step_s is not None and cost(rows, method) > allowed and asked > 0:
+                low, high = 0, asked  # the largest replay size that fits (0 when none does)
+                while low < high:
+                    mid = (low + high + 1) // 2
+                    if cost(*rows_with(mid)) <= allowed:
+                        low = mid
+                    else:
+                        high = mid - 1
+                used = low
+                rows, method = rows_with(used)
+            budget = {
+                "round_budget_s": self.training.round_budget_s,
+                "replay_size": used,
+                "replay_size_asked": asked,
+                "estimated_train_s": round(cost(rows, method), 1) if times.sft_step_s is not None else None,
+                "estimated_eval_s": None if times.eval_s is None else round(times.eval_s, 1),
+            }
+            if used < asked:
+                log.info("round budget %.0f s: replay cut from %d to %d judgements", self.training.round_budget_s, asked, used)
         log.info("rows: %d new judgement(s), %s; preference method %s", len(new), rows.counts, method or "none")
-        return _RoundRows(new=new, rows=rows, method=method)
+        return _RoundRows(new=new, rows=rows, method=method, budget=budget)
+
+    def _stage_times(self) -> _StageTimes:
+        """Seconds per SFT step, per preference row and for a full evaluation, from the newest version
+        that recorded them (None each when no version did; the evaluation's from a version whose
+        evaluation was not reduced)."""
+        sft = preference = evaluation = None
+        for manifest in reversed(self.registry.manifests()):
+            metrics = manifest.metrics
+            extra = metrics.model_extra or {}
+            if sft is None and extra.get("sft_duration_s") and extra.get("sft_steps"):
+                sft = extra["sft_duration_s"] / extra["sft_steps"]
+            if preference is None and metrics.preference is not None and metrics.preference.rows:
+                preference = metrics.preference.duration_s / metrics.preference.rows
+            # A full evaluation's time: a reduced one's does not scale (its fixed parts stay whole).
+            if evaluation is None and manifest.evaluation is not None and not manifest.evaluation.reduced:
+                evaluation = manifest.evaluation.duration_s
+            if sft is not None and preference is not None and evaluation is not None:
+                break
+        return _StageTimes(sft, preference, evaluation)
+
+    def _eval_fraction(self, started: float, todo: _RoundRows) -> float:
+        """The share of the evaluation's reducible sets that the round budget leaves time for (1: all)."""
+        eval_s = todo.budget.get("estimated_eval_s") if todo.budget else None
+        if not eval_s:
+            return 1.0
+        left = self.training.round_budget_s - (time.perf_counter() - started)
+        return min(1.0, max(0.0, left / eval_s))
 
     def _train(self, model, tokenizer, todo: _RoundRows) -> tuple[SFTResult | None, PreferenceMetrics | None]:
         """Stages 2 and 3: SFT, then the preference stage, on the round's adapter (each if it has rows)."""
@@ -171,6 +282,8 @@ class RoundRunner:
         # chosen and a rejected sequence, each through the policy and the reference.
         sft_cost, pref_cost = len(todo.rows.sft), 4 * len(todo.preference)
         split = TRAIN_SHARE * sft_cost / (sft_cost + pref_cost)
+        # Neither stage runs an evaluation pass: their figures come from the training steps' logs.
+        callbacks = [self.threads.callback()] if self.threads is not None else []
         sft = None
         if todo.rows.sft:
             sft = train_sft(
@@ -180,6 +293,8 @@ class RoundRunner:
                 self.cfg,
                 progress=lambda f, m: self._progress(f * split, m),
                 replay=todo.rows.sft_replay,
+                eval_losses=False,
+                callbacks=callbacks,
             )
         preference = None
         if todo.method is not None:
@@ -191,17 +306,23 @@ class RoundRunner:
                 self.cfg,
                 beta=self.training.beta,
                 progress=lambda f, m: self._progress(split + f * (TRAIN_SHARE - split), m),
+                eval_after=False,
                 reference="base",
+                callbacks=callbacks,
             )
         return sft, preference
 
-    def _evaluate(self, model, tokenizer, parent: str, parent_dir: Path | None) -> VersionReport:
-        """Stage 4: the new adapter against the serving version, on held-out feedback and the shipped sets."""
+    def _evaluate(self, model, tokenizer, parent: str, parent_dir: Path | None, fraction: float = 1.0) -> VersionReport:
+        """Stage 4: the new adapter against the serving version, on held-out feedback and the shipped sets.
+
+        The serving version's figures on the shipped data are read back from its manifest (or the
+        base cache) when they were measured with this evaluation's key; the base's, once measured,
+        are cached.
+        """
         sets = build_eval_sets(self.ledger.judgements(), self.evaluation)
-        if self._judge is None or self._judge[0] != sets.system_prompt:
-            judge = ClinicalTextJudge.calibrate(ModelView.base(model), tokenizer, sets.system_prompt)
-            self._judge = (sets.system_prompt, judge)
-        return evaluate_version(
+        key = self._eval_key(sets)
+        judge = self._clinical_judge(ModelView.base(model), tokenizer, sets, key)
+        report = evaluate_version(
             model,
             tokenizer,
             parent,
@@ -209,9 +330,48 @@ class RoundRunner:
             sets,
             self.evaluation,
             progress=lambda f, m: self._progress(TRAIN_SHARE + f * (1 - TRAIN_SHARE), m),
-            judge=self._judge[1],
-            serving_samples=None if parent_dir is None else self.registry.manifest(parent).samples,
+            judge=judge,
+            serving_fixed=self._serving_fixed(parent, key),
+            key=key,
+            fraction=fraction,
         )
+        if parent == BASE_VERSION and report.serving_fixed is not None and report.serving_fixed.measured:
+            self.cache.write(key, report.serving_fixed, None)
+        return report
+
+    def _serving_fixed(self, parent: str, key: str) -> FixedFigures | None:
+        """The serving version's figures on the shipped data for ``key``: the base's cache, or its manifest."""
+        if parent == BASE_VERSION:
+            return self.cache.read(key)[0]
+        return FixedFigures.from_manifest(self.registry.manifest(parent), key)
+
+    def _eval_key(self, sets: EvalSets) -> str:
+        """The key of the evaluation's fixed inputs, the base model and the device included."""
+        if self._base_id is None:
+            self._base_id = base_identity(self.base_source)
+        return eval_key(
+            {
+                **sets.fixed_inputs(),
+                "seed": self.evaluation.seed,
+                "beta": self.evaluation.beta,
+                "base": self._base_id,
+                "device": self.cfg.device,
+            }
+        )
+
+    def _clinical_judge(self, base: ModelView, tokenizer, sets: EvalSets, key: str) -> ClinicalTextJudge:
+        """The clinical-text judge for this base and system prompt: kept in memory and in the base
+        cache, calibrated only when neither has it."""
+        if self._judge is not None and self._judge[0] == key:
+            return self._judge[1]
+        cached = self.cache.read(key)[1]
+        if cached is not None:
+            judge = ClinicalTextJudge(reference_nll=cached.reference_nll, threshold=cached.threshold)
+        else:
+            judge = ClinicalTextJudge.calibrate(base, tokenizer, sets.system_prompt)
+            self.cache.write(key, None, JudgeCalibration(judge.reference_nll, judge.threshold))
+        self._judge = (key, judge)
+        return judge
 
     def _serve_if_passed(self, version: str, manifest: Manifest, new_judgements: int) -> None:
         """Stages 5 and 6: a published version is served if it passed the gate, else held back."""
@@ -242,7 +402,17 @@ class RoundRunner:
         return self._base, self._tokenizer
 
     def _progress(self, fraction: float, message: str) -> None:
+        self._apply_threads()
         self.status.write(progress=round(min(0.99, 0.05 + 0.94 * fraction), 3), message=message)
+
+    def _apply_threads(self) -> None:
+        """Set the trainer's thread count for what comes next (between steps and measurements)."""
+        if self.threads is not None:
+            self.threads.apply()
+
+    def _watching(self, module):
+        """The thread count applied before every forward pass of ``module`` for the block (with a governor)."""
+        return self.threads.watching(module) if self.threads is not None else contextlib.nullcontext()
 
 
 def _inject_fault() -> None:

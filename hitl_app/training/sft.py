@@ -113,12 +113,18 @@ class TrainConfig:
 
 @dataclass
 class SFTResult:
-    """What the SFT stage reports."""
+    """What the SFT stage reports.
+
+    ``losses_from`` says where the losses come from: ``evaluation`` (a pass over the distinct rows
+    before and after training) or ``training steps`` (the mean logged loss of the first and of the
+    last pass's steps, each taken on its row before that step's update).
+    """
 
     loss_before: float
     loss_after: float
     steps: int
     duration_s: float
+    losses_from: str = "evaluation"
 
 
 def _progress_callback(progress: ProgressFn, stage: str):
@@ -200,6 +206,9 @@ def train_sft(
     out_dir: Path | None = None,
     progress: ProgressFn | None = None,
     replay: list[dict] | None = None,
+    *,
+    eval_losses: bool = True,
+    callbacks: list | None = None,
 ) -> SFTResult:
     """Train the LoRA adapter of ``model`` (a PeftModel) on SFT rows, and save it to ``out_dir`` if given.
 
@@ -215,6 +224,10 @@ def train_sft(
             (a later stage of the round trains on and saves it).
         progress: called with (fraction done, message) after every step.
         replay: rows of earlier rounds, seen once.
+        eval_losses: measure the loss before and after training with an evaluation pass over the
+            distinct rows each; without, both come from the training steps' logged losses (the
+            first pass's and the last pass's steps), which costs nothing more.
+        callbacks: more ``TrainerCallback``s (e.g. the trainer's thread count before every step).
 
     Raises:
         ValueError: ``rows`` and ``replay`` are both empty.
@@ -234,22 +247,30 @@ def train_sft(
             learning_rate=cfg.learning_rate,
             completion_only_loss=True,
         )
-        callbacks = [_progress_callback(progress, "SFT")] if progress else []
+        stage_callbacks = [_progress_callback(progress, "SFT")] if progress else []
+        stage_callbacks += list(callbacks or [])
+        # One pass over the distinct rows, in steps (at most LOSS_FLOOR_MAX_WINDOW).
+        window = max(1, min(LOSS_FLOOR_MAX_WINDOW, math.ceil(len(rows + replay) / cfg.batch_size)))
         if cfg.sft_loss_floor > 0:
-            window = max(1, min(LOSS_FLOOR_MAX_WINDOW, math.ceil(len(rows + replay) / cfg.batch_size)))
-            callbacks.append(_loss_floor_callback(cfg.sft_loss_floor, window))
+            stage_callbacks.append(_loss_floor_callback(cfg.sft_loss_floor, window))
         trainer = SFTTrainer(
             model=model,
             args=args,
             train_dataset=Dataset.from_list(schedule),
-            eval_dataset=Dataset.from_list(rows + replay),
+            eval_dataset=Dataset.from_list(rows + replay) if eval_losses else None,
             processing_class=tokenizer,
-            callbacks=callbacks,
+            callbacks=stage_callbacks,
         )
         quiet(trainer)
-        loss_before = trainer.evaluate()["eval_loss"]
-        trainer.train()
-        loss_after = trainer.evaluate()["eval_loss"]
+        if eval_losses:
+            loss_before = trainer.evaluate()["eval_loss"]
+            trainer.train()
+            loss_after = trainer.evaluate()["eval_loss"]
+        else:
+            trainer.train()
+            losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
+            loss_before = sum(losses[:window]) / len(losses[:window]) if losses else math.nan
+            loss_after = sum(losses[-window:]) / len(losses[-window:]) if losses else math.nan
         steps = trainer.state.global_step
     if out_dir is not None:
         model.save_pretrained(str(out_dir))
@@ -258,6 +279,7 @@ def train_sft(
         loss_after=float(loss_after),
         steps=steps,
         duration_s=time.perf_counter() - started,
+        losses_from="evaluation" if eval_losses else "training steps",
     )
     if not (math.isfinite(result.loss_before) and math.isfinite(result.loss_after)):
         raise FloatingPointError(f"SFT produced a non-finite loss ({result.loss_before} -> {result.loss_after})")

@@ -18,10 +18,11 @@ from ..feedback.records import SCHEMA_VERSION, utc_now
 class PreferenceMetrics(BaseModel):
     """What the preference stage (DPO or KTO, through TRL) of a round reports.
 
-    Figures are TRL's, from ``evaluate()`` on the stage's rows after training; they are None when
-    that evaluation was skipped, and ``train_metrics`` (TRL's own training logs, averaged over the
-    steps) is then the record. Rewards are TRL's implicit rewards, beta * (log-prob under the
-    policy - log-prob under the reference).
+    Figures are TRL's: from ``evaluate()`` on the stage's rows after training, or, when the stage
+    skips that pass (a round does), the means of TRL's training-step logs (``train_metrics``: each
+    step's batch, before that step's update); ``figures_from`` says which. ``loss_after`` and
+    ``trl_metrics`` are empty without the evaluation. Rewards are TRL's implicit rewards,
+    beta * (log-prob under the policy - log-prob under the reference).
 
     ``kl`` is TRL's ``kl`` for KTO (its batch estimate of KL(policy || reference), clamped at 0).
     TRL's DPO logs nothing KL-named, so for DPO ``kl`` is the mean over chosen and rejected answers
@@ -58,12 +59,21 @@ class PreferenceMetrics(BaseModel):
         default="base",
         description="The reference model: the base (adapters disabled), or a frozen copy of the adapter as the stage began.",
     )
+    figures_from: Literal["evaluation", "training steps"] = Field(
+        default="evaluation",
+        description="Where the reward, margin and KL figures come from: TRL's evaluation on the stage's rows after "
+        "training, or the means of TRL's training-step logs (each step's batch, before that step's update).",
+    )
 
 
 class EvalMetrics(BaseModel):
     """How a new version compares with the serving one, measured before it is published.
 
-    Each ``serving_*`` figure is the serving version's, measured in the same run on the same data.
+    Each ``serving_*`` figure is the serving version's on the same data. Figures on the shipped
+    data never change for a published version, so they are read back (from the serving version's
+    manifest, or the base's cache) when the evaluation's inputs are identical (``eval_key``);
+    ``reused`` names each one and its source. Figures measured on fewer items than the full sets
+    (``--round-budget-s``) are named in ``reduced``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -112,8 +122,28 @@ class EvalMetrics(BaseModel):
     serving_over_refusal_rate: float | None = None
     medication_flag_rate: float | None = Field(default=None, description="Benign answers with a medication safety flag.")
     serving_medication_flag_rate: float | None = None
-    redteam_s: float | None = Field(default=None, description="Seconds the red-team scoring of both versions took.")
+    redteam_s: float | None = Field(default=None, description="Seconds the red-team scoring took (of the versions measured).")
+    eval_key: str | None = Field(
+        default=None,
+        description="Hash of the evaluation's fixed inputs (shipped sets, system prompt, token limits, seed, beta, "
+        "base model, device): figures on the shipped data are reusable between evaluations with the same key.",
+    )
+    reused: dict[str, str] = Field(
+        default_factory=dict,
+        description="serving_* figures read back instead of measured in this run, each with its source: "
+        "'manifest vNNNN' (that version's own figures, measured when it was new) or 'base cache'.",
+    )
+    reduced: dict[str, str] = Field(
+        default_factory=dict,
+        description="Figures estimated on fewer items than the full set (--round-budget-s), each with how many.",
+    )
     duration_s: float = Field(ge=0)
+
+    @property
+    def serving_figures_from(self) -> str:
+        """Where the serving version's figures on the shipped data come from: 'measured', or the reuse source."""
+        sources = sorted(set(self.reused.values()))
+        return ", ".join(sources) if sources else "measured"
 
 
 class GateCheck(BaseModel):
@@ -151,6 +181,8 @@ class SampleAnswer(BaseModel):
     finished: bool = Field(description="The answer ended before max_new_tokens.")
     serving_answer: str
     serving_finished: bool
+    answer_nll: float | None = Field(default=None, description="The answer's NLL per token under the base model.")
+    serving_answer_nll: float | None = None
 
 
 class RoundMetrics(BaseModel):
@@ -160,6 +192,11 @@ class RoundMetrics(BaseModel):
 
     train_loss_before: float | None = None
     train_loss_after: float | None = None
+    train_loss_from: Literal["evaluation", "training steps"] | None = Field(
+        default=None,
+        description="SFT losses from an evaluation pass on the rows before and after training, or from the training "
+        "steps' logs (the mean of the first and of the last pass's steps); None: no SFT or not recorded.",
+    )
     duration_s: float
     train_duration_s: float | None = Field(default=None, description="Seconds until the adapter was trained, before evaluation.")
     rows: dict[str, int] = Field(default_factory=dict)
