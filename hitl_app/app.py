@@ -15,6 +15,7 @@ from .serving.base_model import (
     load_tokenizer,
 )
 from .core.config import Settings, resolve_device
+from .serving.compiled_decode import default_buckets
 from .serving.fastpath import resolve_serve_dtype
 from .serving.manager import ModelManager
 from .serving.threads import serve_threads_policy
@@ -78,12 +79,20 @@ def create_service(settings: Settings) -> HITLService:
     )
     lora = TrainConfig.from_config(settings.training_config).lora_config()
     serve_dtype = resolve_serve_dtype(serving.serve_dtype, options.device, options.load_in_4bit)
-    models = ModelManager.wrap(base, tokenizer, registry, sampling, serving.system_prompt or None, lora, serve_dtype)
+    models = ModelManager.wrap(
+        base, tokenizer, registry, sampling, serving.system_prompt or None, lora, serve_dtype, serving.max_batch
+    )
     models.watch()
     if serving.compile_decode:
-        models.start_compiled_decoding(rows=(1, serving.candidates))  # single answers and the default candidates
+        # Single answers and the default candidates may be compiled: the default candidates in the
+        # first cache length at once, the others when an answer first needs them; each compiled
+        # cold in a low-priority process, so that answers never wait for a compile.
+        buckets = default_buckets(serving.max_new_tokens, models.context_length)
+        first = [(buckets[0], serving.candidates)] if buckets else []
+        models.start_compiled_decoding(buckets, rows=(1, serving.candidates), shapes=first, precompile_from=source)
     trainer = TrainerClient(settings, source)
     models.threads_policy = serve_threads_policy(serving, trainer)
+    models.activity.subscribe(trainer.answering)  # the trainer keeps to few threads while answers stream
     if settings.auto_retrain:
         trainer.start()
     store = FeedbackStore(settings.feedback_dir)

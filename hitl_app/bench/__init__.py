@@ -3,12 +3,18 @@
 Run from the repository root::
 
     .venv/bin/python -m hitl_app.bench [--out bench-results/bench.json] [--quick]
-                                       [--only swap,candidates,decode,safety,retrain,answers]
+                                       [--only startup,store,swap,candidates,concurrency,decode,safety,
+                                               retrain,rounds,answers,teach]
                                        [--serve-threads 1,2] [--trainer-threads N] [--keep]
 
 (``make bench`` runs the full set.) Each benchmark measures its figures side by side in one run,
 so that ratios stay meaningful on a noisy machine:
 
+0. ``startup`` (startup.py): ``python main.py`` in its own process with an empty compiler cache;
+   the first answer's latency through ``/ask``, and the p95 over the first minutes against the
+   steady p95 once compiling is done. Goals: <= 10 s; ratio <= 1.5.
+   ``store`` (store_read.py): a fresh ledger reading a synthetic store of 100k records, against
+   the plain ``json.loads`` + ``validate_python`` read. Goal: <= 2 s.
 1. ``swap`` (swap.py): after ``Registry.set_active``, how long until ``ModelManager`` serves the
    new version (the ACTIVE watcher, polling every 50 ms, hot-swaps the LoRA tensors), and how
    long the swap held the generation lock; compared with a full reload (``load_base`` +
@@ -27,6 +33,9 @@ so that ratios stay meaningful on a noisy machine:
 5. ``safety`` (safety.py): the time the safety checks (input guard, answer checks, redaction) add
    to each answer, p50/p95 over the shipped evaluation questions and reference answers, and the
    over-flag rate (medication flags on those correct answers). Goals: p95 <= 5 ms, <= 5%.
+   ``concurrency`` (concurrency.py): 8 clients asking for 2 candidates at the same moment,
+   answered in batched calls, against one client asking the same questions in turn: aggregate
+   answer tokens/s and p95 latency. Goals: >= 3x the tokens/s, p95 <= 3x.
 6. ``decode`` (decode.py): batch-1 greedy answers from the plain fp32 PEFT ``generate``, the bf16
    merged copy decoding uncompiled (``hitl_app.serving.fastpath``) and the fast path as served (that copy
    with compiled decoding, ``hitl_app.serving.compiled_decode``), interleaved, per serving thread count:
@@ -39,8 +48,8 @@ written under the real ``checkpoints/`` is the converted base model (``checkpoin
 which the app itself would create on first start. Results go to a JSON file (``--out``) and a
 final table; the exit status is 1 if any selected benchmark failed.
 
-Modules: ``config`` (what runs), ``items`` and ``judgements`` (the judged questions and the
+Modules: ``plan`` (what runs), ``items`` and ``judgements`` (the judged questions and the
 records written for them), ``workspace`` (settings and the serving model), ``adapters``
-(versions to serve), ``rounds`` (trainer-process rounds), ``timing`` and ``stats`` (measuring),
+(versions to serve), ``rounds`` (trainer-process rounds), ``timing`` and ``figures`` (measuring),
 one module per benchmark, ``report`` (goals and table) and ``__main__`` (the command line).
 """

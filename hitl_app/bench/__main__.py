@@ -25,11 +25,15 @@ from ..core.console import configure
 from . import __doc__ as PACKAGE_DOC
 from .answers import bench_answers
 from .candidates import bench_candidates
+from .concurrency import bench_concurrency
 from .plan import BASE_DIR, BENCHMARKS, DEFAULT_OUT, BenchConfig
 from .decode import bench_decode
 from .report import evaluate_goals, print_table, report_rows
 from .retrain import bench_retrain
+from .round_series import bench_rounds_replay
 from .safety_cost import bench_safety
+from .startup import bench_startup
+from .store_read import bench_store
 from .swap import bench_swap
 from .teach import bench_teach
 from .timing import METER, wait_until_quiet
@@ -61,9 +65,13 @@ def run_with_trainer(cfg: BenchConfig, settings: Settings, base: Path, tokenizer
         pid = trainer._proc.pid if trainer._proc is not None else None  # read-only peek
         if pid is not None:
             METER.add(pid)  # the trainer's CPU is part of the benchmark, not foreign load
-            log.info("trainer process settled after %.1f s", wait_until_quiet(pid))
+            # The trainer loads the base and calibrates its judge before its first request (a
+            # minute or more on 2 cores); the app starts it long before the first round.
+            log.info("trainer process settled after %.1f s", wait_until_quiet(pid, timeout_s=300.0))
         if cfg.runs("retrain"):
             run_step(results, "retrain", lambda: bench_retrain(cfg, settings, tokenizer, trainer))
+        if cfg.runs("rounds"):
+            run_step(results, "rounds", lambda: bench_rounds_replay(cfg, settings, tokenizer, trainer))
         if cfg.runs("answers"):
             run_step(results, "answers", lambda: bench_answers(cfg, settings, base, tokenizer, trainer))
     finally:
@@ -135,15 +143,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The trainer's workspace; every benchmark's settings are these but for the folders.
         settings = make_settings(root / "loop", base, cfg)
         results["meta"]["settings"] = settings.model_dump(mode="json", exclude={"auth", "auth_file"})
+        if cfg.runs("startup"):  # first: the app in its own process, with an empty compiler cache
+            run_step(results, "startup", lambda: bench_startup(cfg, base, tokenizer, root / "startup"))
+        if cfg.runs("store"):
+            run_step(results, "store", lambda: bench_store(cfg))
         if cfg.runs("swap"):
             run_step(results, "swap", lambda: bench_swap(cfg, base, tokenizer, root / "swap"))
         if cfg.runs("candidates"):  # before the trainer process exists: serving while it is idle
             run_step(results, "candidates", lambda: bench_candidates(cfg, base, tokenizer, root / "candidates"))
-        if cfg.runs("decode"):  # also while the trainer is idle
+        if cfg.runs("concurrency"):  # also while the trainer is idle
+            run_step(results, "concurrency", lambda: bench_concurrency(cfg, base, tokenizer, root / "concurrency"))
+        if cfg.runs("decode"):  # also while the trainer is idle; after the others, in the same run
             run_step(results, "decode", lambda: bench_decode(cfg, base, tokenizer, root / "decode"))
         if cfg.runs("safety"):
             run_step(results, "safety", lambda: bench_safety(cfg))
-        if cfg.runs("retrain") or cfg.runs("answers"):
+        if cfg.runs("retrain") or cfg.runs("rounds") or cfg.runs("answers"):
             run_with_trainer(cfg, settings, base, tokenizer, results)
         if cfg.runs("teach"):  # last: its own workspaces, each with the app and its trainer process
             run_step(results, "teach", lambda: bench_teach(cfg, base, root / "teach"))

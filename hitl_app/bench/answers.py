@@ -162,6 +162,7 @@ def bench_answers(
     rounds: list[dict[str, Any]] = []
     discarded = 0
     with serving(settings, base, tokenizer) as models, torch_threads(default_threads):
+        models.activity.subscribe(trainer.answering)  # as the app does: few trainer threads while answering
         for n in threads:  # warm-up: the first generate call of a thread count is slower
             timed_answer(models, sampling, n, "warmup")
         for i in range(cfg.idle_answers):

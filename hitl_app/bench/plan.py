@@ -12,7 +12,9 @@ DEFAULT_OUT = Path("bench-results/bench.json")
 QUESTION = "What are the warning signs of a stroke, and what should someone do if they notice them?"
 # Benchmark names for --only, in the order they run. Candidates run before the trainer process
 # starts, as they measure serving while the trainer is idle.
-BENCHMARKS: tuple[str, ...] = ("swap", "candidates", "decode", "safety", "retrain", "answers", "teach")
+BENCHMARKS: tuple[str, ...] = (
+    "startup", "store", "swap", "candidates", "concurrency", "decode", "safety", "retrain", "rounds", "answers", "teach",
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,14 @@ class BenchConfig:
     decode_prompts: int = 8  # evaluation questions answered by both decode paths, per repetition
     decode_reps: int = 3  # interleaved repetitions over them, per serving thread count
     decode_max_new_tokens: int = 64  # greedy answer length of the decode benchmark
+    concurrency_clients: int = 8  # clients asking at the same moment
+    concurrency_k: int = 2  # candidates each asks for
+    concurrency_rounds: int = 4  # alternating rounds of all-at-once and one-client-in-turn
+    concurrency_max_new_tokens: int = 64
+    startup_window_s: float = 300.0  # the first minutes after start-up, answers timed throughout
+    startup_think_s: float = 5.0  # a clinician's pause between an answer and the next question
+    startup_steady_answers: int = 12  # answers timed once compiling is done
+    startup_max_new_tokens: int = 64
     teach_styles: int = 3  # house styles taught (teach.STYLES), each in its own workspace
     teach_rounds: int = 3  # rounds per style
     teach_judgements: int = 20  # edits per round (the app's --retrain-threshold)
@@ -112,6 +122,12 @@ class BenchConfig:
                 decode_prompts=2,
                 decode_reps=1,
                 decode_max_new_tokens=16,
+                concurrency_clients=3,
+                concurrency_rounds=1,
+                concurrency_max_new_tokens=12,
+                startup_window_s=30.0,
+                startup_steady_answers=2,
+                startup_max_new_tokens=16,
                 teach_styles=1,
                 teach_rounds=1,
                 teach_judgements=4,

@@ -11,6 +11,7 @@ GOALS = {
     "swap_max_s": 0.1,  # median publish-to-serving
     "swap_min_speedup": 3.0,  # median reload / median publish-to-serving
     "retrain_max_s": 60.0,  # one round of N=20, request() to idle with a new version
+    "rounds_5th_max_s": 90.0,  # the 5th consecutive round of N=20, with replay
     "evaluation_max_share": 0.5,  # evaluation before publishing / the round's training time
     "busy_max_p95_ratio": 1.5,  # p95 busy / p95 idle, per serving thread count
     "candidates_min_speedup": 2.5,  # median tokens/s, K candidates in one call / in K calls
@@ -21,6 +22,11 @@ GOALS = {
     "teach_min_adoption_last": 0.8,  # ... and after the last round
     "teach_max_loop_rise": 0.05,  # held-out answers in a loop, above the base's
     "teach_max_perplexity_rise": 0.10,  # probe perplexity above the base's
+    "startup_first_answer_max_s": 10.0,  # the first answer after start-up, cold compiler cache
+    "startup_max_p95_ratio": 1.5,  # p95 over the first minutes / steady p95
+    "store_max_read_s": 2.0,  # a fresh ledger reading 100k records
+    "concurrency_min_throughput_ratio": 3.0,  # aggregate tok/s, 8 clients at once / one client in turn
+    "concurrency_max_p95_ratio": 3.0,  # p95 latency, 8 clients at once / one client in turn
 }
 Row = tuple[str, str, str]  # (figure, value, goal or note)
 
@@ -38,6 +44,9 @@ def evaluate_goals(results: dict[str, Any]) -> dict[str, Any]:
         goals["retrain_within_60s"] = retrain["wall_s"] <= GOALS["retrain_max_s"]
         share = retrain.get("evaluation_share_of_training")
         goals["evaluation_within_50pct_of_training"] = None if share is None else share <= GOALS["evaluation_max_share"]
+    rounds = results.get("rounds") or {}
+    if rounds.get("last_wall_s") is not None and len(rounds.get("series") or []) >= 5:
+        goals["rounds_5th_within_90s"] = rounds["last_wall_s"] <= GOALS["rounds_5th_max_s"]
     answers = results.get("answers") or {}
     for key, row in (answers.get("per_threads") or {}).items():
         r = row["p95_ratio_busy_over_idle"]
@@ -46,6 +55,19 @@ def evaluate_goals(results: dict[str, Any]) -> dict[str, Any]:
     if "throughput_ratio" in candidates:
         r = candidates["throughput_ratio"]
         goals["candidates_throughput_2.5x_sequential"] = None if r is None else r >= GOALS["candidates_min_speedup"]
+    startup = results.get("startup") or {}
+    if startup.get("first_answer_s") is not None:
+        goals["startup_first_answer_within_10s"] = startup["first_answer_s"] <= GOALS["startup_first_answer_max_s"]
+        r = startup.get("p95_ratio")
+        goals["startup_p95_within_1.5x_steady"] = None if r is None else r <= GOALS["startup_max_p95_ratio"]
+    store = results.get("store") or {}
+    if "read_s" in store:
+        goals["store_100k_within_2s"] = store.get("read_per_100k_s", store["read_s"]) <= GOALS["store_max_read_s"]
+    concurrency = results.get("concurrency") or {}
+    if "throughput_ratio" in concurrency:
+        t, p = concurrency["throughput_ratio"], concurrency["p95_ratio"]
+        goals["concurrency_throughput_3x_one_client"] = None if t is None else t >= GOALS["concurrency_min_throughput_ratio"]
+        goals["concurrency_p95_within_3x_one_client"] = None if p is None else p <= GOALS["concurrency_max_p95_ratio"]
     decode = results.get("decode") or {}
     if "best_fast_tokens_per_s" in decode:
         goals["decode_fast_path_40_tokens_per_s"] = decode["best_fast_tokens_per_s"] >= GOALS["decode_min_tokens_per_s"]
@@ -172,7 +194,9 @@ def _retrain_rows(retrain: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
         ("   load + SFT + save", fmt(retrain["load_sft_save_s"], " s", 1, 1),
          f"trainer_threads = {retrain['trainer_threads']}"),
         ("   evaluation before publishing", fmt(retrain["evaluation_duration_s"], " s", 1, 1), _gate_text(retrain)),
-        ("   of which red-team scoring (both versions)", fmt((retrain.get("evaluation") or {}).get("redteam_s"), " s", 1, 1),
+        ("   serving version's figures", ", ".join(sorted(set(((retrain.get("evaluation") or {}).get("reused") or {}).values())))
+         or "measured", "reused from its manifest or the base cache where the evaluation data are the same"),
+        ("   of which red-team scoring", fmt((retrain.get("evaluation") or {}).get("redteam_s"), " s", 1, 1),
          f"{(retrain.get('evaluation') or {}).get('redteam_prompts', 0)} adversarial + as many benign prompts"),
         ("   evaluation / training time", fmt(retrain.get("evaluation_share_of_training"), " %", 100, 0),
          f"<= 50 %: {fmt(goals.get('evaluation_within_50pct_of_training'))}; training {fmt(retrain['train_duration_s'], ' s', 1, 1)}"),
@@ -180,10 +204,23 @@ def _retrain_rows(retrain: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
     if pref:
         rows += [
             (f"   {pref['method'].upper()}: loss / reward accuracy", f"{fmt(pref['loss'])} / {fmt(pref['reward_accuracy'], '', 1, 2)}",
-             f"eval loss {fmt(pref['loss_before'])} -> {fmt(pref['loss_after'])}"),
+             f"figures from {pref.get('figures_from') or 'an evaluation pass'}"),
             (f"   {pref['method'].upper()}: reward margin / kl", f"{fmt(pref['reward_margin'])} / {fmt(pref['kl'])}", ""),
         ]
     rows.append(("   other processes' CPU during the round", fmt(retrain.get("foreign_cpu_cores"), " cores", 1, 2), ""))
+    return rows
+
+
+def _rounds_rows(rounds: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for r in rounds["series"]:
+        rows.append((f"2b. round {r['round']} of {rounds['rounds']} ({r['judgements_in_store']} judgements stored): wall",
+                     fmt(r["wall_s"], " s", 1, 1),
+                     f"SFT {r['sft_steps']} steps {fmt(r['sft_duration_s'], ' s', 1, 1)}, preference "
+                     f"{fmt(r['preference_duration_s'], ' s', 1, 1)}, evaluation {fmt(r['evaluation_duration_s'], ' s', 1, 1)}, "
+                     f"{r['replayed_judgements']} replayed; serving figures {', '.join(r['serving_figures_from'])}"))
+    rows.append(("    5th round", fmt(rounds["last_wall_s"], " s", 1, 1),
+                 f"<= 90 s: {fmt(goals.get('rounds_5th_within_90s'))}; --round-budget-s {rounds['round_budget_s']}"))
     return rows
 
 
@@ -265,10 +302,48 @@ def _decode_rows(decode: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _startup_rows(startup: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
+    compiled = startup.get("compiled") or {}
+    return [
+        ("0. start-up, cold compiler cache: first answer", fmt(startup["first_answer_s"], " s", 1, 2),
+         f"<= 10 s: {fmt(goals.get('startup_first_answer_within_10s'))}; HTTP up after "
+         f"{fmt(startup['ready_s'], ' s', 1, 1)}; {startup['first_answer_tokens']} answer tokens"),
+        (f"   p95 over the first {startup['window_s']:.0f} s / steady p95",
+         f"{fmt(startup['window_p95_s'], ' s', 1, 2)} / {fmt(startup['steady_p95_s'], ' s', 1, 2)}",
+         f"ratio {fmt(startup['p95_ratio'], ' x', 1, 2)}, <= 1.5: {fmt(goals.get('startup_p95_within_1.5x_steady'))}; "
+         f"{startup['window_answers']} answers; compiled {compiled.get('compile_s')}"),
+    ]
+
+
+def _store_rows(store: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
+    return [
+        (f"0. feedback store: a fresh ledger reads {store['records']} records ({store['megabytes']} MB)",
+         fmt(store["read_s"], " s", 1, 2),
+         f"<= 2 s per 100k: {fmt(goals.get('store_100k_within_2s'))}; json.loads + validate_python: "
+         f"{fmt(store['reference_s'], ' s', 1, 2)} ({fmt(store['ratio'], ' x', 1, 2)})"),
+    ]
+
+
+def _concurrency_rows(c: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
+    one, many = c["one_client"], c["all_at_once"]
+    return [
+        (f"4b. {c['clients']} clients x {c['candidates']} candidates at once / one client in turn: tokens/s",
+         f"{fmt(many['tokens_per_s'], '', 1, 1)} / {fmt(one['tokens_per_s'], '', 1, 1)}",
+         f"ratio {fmt(c['throughput_ratio'], ' x', 1, 2)}, >= 3: {fmt(goals.get('concurrency_throughput_3x_one_client'))}"),
+        ("    p95 latency, at once / in turn", f"{fmt(many['p95_latency_s'], ' s', 1, 2)} / {fmt(one['p95_latency_s'], ' s', 1, 2)}",
+         f"ratio {fmt(c['p95_ratio'], ' x', 1, 2)}, <= 3: {fmt(goals.get('concurrency_p95_within_3x_one_client'))}; "
+         f"questions per batched call {c['questions_per_batched_call']}"),
+    ]
+
+
 # The table's sections, in its order, with the row builder of each benchmark's results.
 _SECTIONS = (
+    ("startup", "first_answer_s", _startup_rows),
+    ("store", "read_s", _store_rows),
+    ("concurrency", "throughput_ratio", _concurrency_rows),
     ("swap", "median_swap_s", _swap_rows),
     ("retrain", "wall_s", _retrain_rows),
+    ("rounds", "series", _rounds_rows),
     ("answers", "per_threads", _answers_rows),
     ("candidates", "throughput_ratio", _candidates_rows),
     ("decode", "per_threads", _decode_rows),

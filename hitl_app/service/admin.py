@@ -113,6 +113,11 @@ class AdminActions(ServiceBase):
         return self.settings.candidates
 
     @property
+    def max_batch(self) -> int:
+        """How many questions may be answered together in one batched call (``--max-batch``)."""
+        return self.settings.max_batch
+
+    @property
     def sampling_is_random(self) -> bool:
         """Whether answers are sampled; several candidates need it (greedy decoding gives one answer)."""
         return self.models.sampling.do_sample

@@ -4,17 +4,25 @@ The PEFT model is the source of truth for versions. Before each answer, under th
 and with the answering version's weights active in the PEFT model, the merged copy
 (``fastpath.MergedServingCopy``) is made to hold that version, re-merging only when it holds
 another; a version the copy cannot hold is answered by the PEFT model. Compiled decoding
-(``compiled_decode.py``) is warmed up on a shipped evaluation question, encoded as answers are.
+(``compiled_decode.py``) is warmed up on a shipped evaluation question, encoded as answers are,
+for the shapes in use, compiled cold in a low-priority process (``precompile.py``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 from typing import Callable, Sequence
 
 import torch
 
+from ..core.chat import chat_prompt
+from ..feedback.records import Sampling
+from .activity import AnswerActivity
 from .fastpath import FastPathUnsupported, MergedServingCopy
+from .generation import encode_messages, generate_kwargs
+from .precompile import PrecompileSpec, precompile_shape
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,19 @@ def warm_up_question() -> str:
     return load_eval_questions()[0].question
 
 
+def example_kwargs(
+    tokenizer, question: str, system_prompt: str | None, sampling: Sampling, context_length: int, stop: threading.Event
+) -> dict:
+    """``generate``'s arguments for one real single-prompt answer, built as answers are built.
+
+    Compiling on them gives graphs whose guards hold for the answers to come; the serving process
+    and the low-priority compile process (``precompile.py``) both build them here, so both
+    compile the same graphs and share the disk cache.
+    """
+    inputs = encode_messages(tokenizer, chat_prompt(question, system_prompt), context_length, sampling.max_new_tokens)
+    return generate_kwargs(inputs, sampling, 1, stop, torch.device("cpu"), tokenizer.pad_token_id)
+
+
 def start_compiled_decoding(
     fast: MergedServingCopy | None,
     example: Callable[[], dict],
@@ -58,6 +79,9 @@ def start_compiled_decoding(
     context_length: int,
     buckets: Sequence[int] | None = None,
     rows: Sequence[int] = (1,),
+    shapes: Sequence[tuple[int, int]] | None = None,
+    activity: AnswerActivity | None = None,
+    precompile: PrecompileSpec | None = None,
 ) -> bool:
     """Compile the copy's decoding in the background; False (doing nothing) when there is nothing to compile.
 
@@ -67,9 +91,14 @@ def start_compiled_decoding(
             compiled graphs fit the answers to come; called only when compiling starts.
         max_new_tokens: the answer length the default buckets must hold.
         context_length: the model's context, which caps the default buckets.
-        buckets: the static cache lengths to compile, in order (default:
+        buckets: the static cache lengths that may be compiled (default:
             ``compiled_decode.default_buckets``).
-        rows: the numbers of candidates sampled together to compile for (1: single answers).
+        rows: the numbers of candidates sampled together that may be compiled (1: single answers).
+        shapes: the (bucket, rows) shapes to compile at once (default: every bucket x rows); others
+            are compiled when an answer first asks for them.
+        activity: answers in flight; compiling in this process gives way to them.
+        precompile: compile each shape cold in a low-priority child process from this spec first
+            (``precompile.py``); None compiles in this process only.
     """
     if fast is None:
         return False
@@ -80,6 +109,7 @@ def start_compiled_decoding(
     if not buckets:
         log.info("compiled decoding is off: %d-token answers need a longer cache than it keeps", max_new_tokens)
         return False
-    decoder = fast.compile_decoding(buckets, rows)
-    decoder.start(example())
+    background = None if precompile is None else functools.partial(precompile_shape, precompile)
+    decoder = fast.compile_decoding(buckets, rows, activity, background)
+    decoder.start(example(), shapes)
     return True

@@ -29,12 +29,13 @@ import platform
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from .compiled_decode import CompiledDecoder, CompiledState
+from .activity import AnswerActivity
+from .compiled_decode import CompiledDecoder, CompiledState, Shape
 
 log = logging.getLogger(__name__)
 
@@ -209,12 +210,19 @@ class MergedServingCopy:
                     weight = weight + delta.float()
                 targets[name].weight.copy_(weight)
 
-    def compile_decoding(self, buckets: Sequence[int], rows: Sequence[int] = (1,)) -> CompiledDecoder:
-        """Add compiled decoding (``compiled_decode.py``); start its warm-up with ``start``.
+    def compile_decoding(
+        self,
+        buckets: Sequence[int],
+        rows: Sequence[int] = (1,),
+        activity: AnswerActivity | None = None,
+        precompile: Callable[[Shape], float] | None = None,
+    ) -> CompiledDecoder:
+        """Add compiled decoding (``compiled_decode.py``; see ``CompiledDecoder`` for the arguments);
+        start compiling with its ``start``.
 
         The compiled twin shares this copy's weights, so merges apply to it too.
         """
-        self.compiled = CompiledDecoder(self.model, buckets, rows)
+        self.compiled = CompiledDecoder(self.model, buckets, rows, activity, precompile)
         return self.compiled
 
     def generate(self, **kwargs) -> torch.Tensor:

@@ -174,25 +174,6 @@ def generate_kwargs(
     return kwargs
 
 
-def answer_from(
-    out: torch.Tensor, prompt_len: int, tokenizer, version: str, sampling: Sampling, started: float
-) -> Answer:
-    """The ``Answer`` of one ``generate`` call: its (K, prompt + new) output decoded after the prompt.
-
-    Args:
-        out: the token ids ``generate`` returned, one row per candidate.
-        prompt_len: the prompt's length in tokens.
-        tokenizer: decodes the new tokens; its padding is not counted.
-        version: the version whose weights wrote the answer.
-        sampling: the decoding settings used.
-        started: ``time.perf_counter()`` when the answer was asked for.
-    """
-    new = out[:, prompt_len:]
-    texts = [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
-    new_tokens = int((new != tokenizer.pad_token_id).sum().item())
-    return Answer(texts, version, sampling, int(prompt_len), new_tokens, time.perf_counter() - started)
-
-
 @dataclass
 class _Outcome:
     version: str | None = None  # set under the lock, before the first token

@@ -32,15 +32,17 @@ from ..feedback.records import Sampling
 from ..versions.registry import Registry
 from . import fast_serving
 from .fastpath import MergedServingCopy
+from .activity import AnswerActivity
+from .batching import AnswerRequest, PendingAnswers, batch_kwargs, split_answers
 from .generation import (
     Answer,
     CandidateStreamer,
     StreamUpdate,
-    answer_from,
     encode_messages,
     generate_kwargs,
     stream_answer,
 )
+from .precompile import PrecompileSpec
 from .swap import SLOT, ActiveWatcher, AdapterSlot
 from .threads import apply_threads
 
@@ -60,10 +62,18 @@ class ModelManager:
         system_prompt: the system message put before every question (None for none).
         fast: a merged serving copy (``hitl_app.serving.fastpath``) to generate with, or None to generate
             with ``model``. ``model`` stays the source of truth for versions either way.
+        max_batch: the most concurrent questions answered together in one batched call (``batching.py``).
     """
 
     def __init__(
-        self, model, tokenizer, registry: Registry, sampling: Sampling, system_prompt: str | None, fast=None
+        self,
+        model,
+        tokenizer,
+        registry: Registry,
+        sampling: Sampling,
+        system_prompt: str | None,
+        fast=None,
+        max_batch: int = 8,
     ) -> None:
         self.model = model
         self.fast: MergedServingCopy | None = fast
@@ -75,6 +85,8 @@ class ModelManager:
         self.context_length = int(getattr(model.config, "max_position_embeddings", 2048))
         self.slot = AdapterSlot(model, registry)
         self._lock = threading.Lock()  # held by each generation, swap and judge check, start to end
+        self.pending = PendingAnswers(max_batch)  # questions waiting for the lock, answered together
+        self.activity = AnswerActivity()  # answers in flight, which background work gives way to
         self._watcher = ActiveWatcher(self.sync, lambda: self.version)
         self._judge = None  # the clinical-text judge, calibrated on the first check
 
@@ -88,11 +100,13 @@ class ModelManager:
         system_prompt: str | None,
         lora_config,
         serve_dtype: torch.dtype | None = None,
+        max_batch: int = 8,
     ):
         """Wrap a loaded base model with an identity LoRA slot (B = 0) and serve ACTIVE's version.
 
         With ``serve_dtype`` (see ``fastpath.resolve_serve_dtype``) answers come from a merged copy
-        of the base in that dtype; the PEFT model still holds every version.
+        of the base in that dtype; the PEFT model still holds every version. ``max_batch`` is the
+        most concurrent questions answered in one call.
         """
         from peft import get_peft_model
 
@@ -101,7 +115,7 @@ class ModelManager:
         fast = build_serving_copy(base_model, serve_dtype)  # before get_peft_model changes the base in place
         model = get_peft_model(base_model, lora_config, adapter_name=SLOT)
         model.eval()
-        manager = cls(model, tokenizer, registry, sampling, system_prompt, fast=fast)
+        manager = cls(model, tokenizer, registry, sampling, system_prompt, fast=fast, max_batch=max_batch)
         manager.sync()
         return manager
 
@@ -171,17 +185,36 @@ class ModelManager:
         on_version: Callable[[str], None] | None = None,
         version: str | None = None,
     ) -> Answer:
-        # The answering version is read, and its weights set up, under the lock a swap also takes.
-        started = time.perf_counter()
+        # Queue the request, then take the lock; whoever holds it answers every compatible request
+        # waiting beside it in one call (``batching.py``), so a request may be answered by another
+        # thread's call before this one gets the lock.
+        request = AnswerRequest(inputs, sampling, k, stop, streamer, on_version, version)
+        self.pending.add(request)
         with self._lock:
-            version = version or self.version
-            if on_version is not None:
-                on_version(version)  # stream()'s updates carry the version writing them
+            batch = self.pending.take(request, self.version)
+            if batch:
+                self._answer(batch)
+        return request.result()
+
+    def _answer(self, batch: list[AnswerRequest]) -> None:
+        # Under the lock: the answering version's weights are set up under the lock a swap also takes.
+        try:
+            version = batch[0].version
+            for request in batch:
+                if request.on_version is not None:
+                    request.on_version(version)  # stream()'s updates carry the version writing them
             apply_threads(self.threads_policy)
-            kwargs = self._generate_kwargs(inputs, sampling, k, stop, streamer)
-            with torch.inference_mode(), self.slot.weights_for(version):
+            device = next(self.model.parameters()).device
+            kwargs, slices = batch_kwargs(batch, device, self.tokenizer.pad_token_id)
+            with self.activity.answering(), torch.inference_mode(), self.slot.weights_for(version):
                 out = fast_serving.generate_answer(self.model, self.fast, version, kwargs)
-        return answer_from(out, inputs["input_ids"].shape[1], self.tokenizer, version, sampling, started)
+            answers = split_answers(out, batch, slices, kwargs["input_ids"].shape[1], self.tokenizer)
+        except BaseException as exc:  # every request of the batch fails with it, each in its own thread
+            for request in batch:
+                request.finish(error=exc)
+            return
+        for request, answer in zip(batch, answers):
+            request.finish(answer)
 
     def generate(self, prompt: str, k: int = 1, sampling: Sampling | None = None, version: str | None = None) -> Answer:
         """Answer a question with ``k`` candidates sampled in one batched ``generate`` call.
@@ -216,27 +249,49 @@ class ModelManager:
 
     # ----- the fast path -----
     def start_compiled_decoding(
-        self, buckets: Sequence[int] | None = None, rows: Sequence[int] = (1,), question: str | None = None
+        self,
+        buckets: Sequence[int] | None = None,
+        rows: Sequence[int] = (1,),
+        question: str | None = None,
+        shapes: Sequence[tuple[int, int]] | None = None,
+        precompile_from: str | None = None,
     ) -> bool:
         """Compile the fast copy's decoding in the background (``compiled_decode.py``).
 
         The warm-up decodes a real question through the same arguments as an answer, so the
-        compiled graphs fit the answers to come. Returns False (and does nothing) when there is no
-        fast copy to compile, e.g. with ``--serve-dtype float32`` or on CUDA.
+        compiled graphs fit the answers to come. Compiling in this process gives way to answers.
+        Returns False (and does nothing) when there is no fast copy to compile, e.g. with
+        ``--serve-dtype float32`` or on CUDA.
 
         Args:
-            buckets: the static cache lengths to compile, in order (default: from the answer length
-                and the model's context, ``compiled_decode.default_buckets``).
-            rows: the numbers of candidates sampled together to compile for (1: single answers).
+            buckets: the static cache lengths that may be compiled (default: from the answer
+                length and the model's context, ``compiled_decode.default_buckets``).
+            rows: the numbers of candidates sampled together that may be compiled (1: single answers).
             question: the warm-up question (default: ``fast_serving.warm_up_question``).
+            shapes: the (bucket, rows) shapes to compile at once (default: every bucket x rows);
+                the others are compiled when an answer first needs them.
+            precompile_from: the base model's folder or hub id: compile each shape cold in a
+                low-priority child process first (``precompile.py``); None compiles here only.
         """
+        question = question or fast_serving.warm_up_question()
 
         def example() -> dict:
-            inputs = self.encode(question or fast_serving.warm_up_question())
-            return self._generate_kwargs(inputs, self.sampling, 1, threading.Event())
+            return fast_serving.example_kwargs(
+                self.tokenizer, question, self.system_prompt, self.sampling, self.context_length, threading.Event()
+            )
 
+        spec = None
+        if precompile_from is not None and self.fast is not None:
+            spec = PrecompileSpec(
+                base=precompile_from,
+                dtype=str(self.fast.dtype).removeprefix("torch."),
+                system_prompt=self.system_prompt,
+                sampling=self.sampling,
+                question=question,
+            )
         return fast_serving.start_compiled_decoding(
-            self.fast, example, self.sampling.max_new_tokens, self.context_length, buckets, rows
+            self.fast, example, self.sampling.max_new_tokens, self.context_length, buckets, rows, shapes,
+            self.activity, spec,
         )
 
     # ----- judging text with the base model -----

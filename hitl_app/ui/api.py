@@ -118,16 +118,16 @@ class ApiHandlers:
         return {"checks": [c.model_dump() for c in checks]}
 
 
-def register_api(h: ApiHandlers, model_queue: str) -> None:
+def register_api(h: ApiHandlers, model_queue: dict) -> None:
     """Register the named endpoints inside the open Blocks.
 
     Call before binding the UI's own events, so that the endpoints, not the events, own the names.
 
     Args:
         h: the endpoints' callbacks.
-        model_queue: the concurrency id shared by everything that generates.
+        model_queue: the queue settings (concurrency id and limit) shared by everything that generates.
     """
-    generates = {"concurrency_id": model_queue, "concurrency_limit": 1}
+    generates = model_queue
     gr.api(user_errors(h.api_ask), api_name="ask", **generates)
     gr.api(user_errors(h.api_accept), api_name="accept")
     gr.api(user_errors(h.api_edit), api_name="edit")

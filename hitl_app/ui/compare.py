@@ -27,10 +27,10 @@ class CompareTab:
     Args:
         service: the service every handler calls.
         login: turns a request into the logged-in caller.
-        model_queue: the concurrency id shared by everything that generates.
+        model_queue: the queue settings (concurrency id and limit) shared by everything that generates.
     """
 
-    def __init__(self, service: HITLService, login: Login, model_queue: str) -> None:
+    def __init__(self, service: HITLService, login: Login, model_queue: dict) -> None:
         self.service = service
         self.login = login
         private = {"api_visibility": "private"}
@@ -53,7 +53,7 @@ class CompareTab:
 
         ask_btn.click(
             user_errors(self.compare), question, [self.left, self.right, self.state, self.result],
-            concurrency_id=model_queue, concurrency_limit=1, api_name="compare_tab_ask", **private,
+            api_name="compare_tab_ask", **model_queue, **private,
         )
         for vote, button in buttons.items():
             button.click(user_errors(self._voter(vote)), self.state, self.result, api_name=f"compare_tab_{vote}", **private).then(

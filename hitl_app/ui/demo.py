@@ -18,7 +18,7 @@ from .review import ReviewTab
 from .status import StatusPanel
 from .versions import VersionsTab
 
-MODEL_QUEUE = "model"  # every event that generates shares one queue slot: the model is one resource
+MODEL_QUEUE = "model"  # every event that generates shares one queue: the model is one resource
 STATUS_REFRESH_S = 2.0
 
 
@@ -30,6 +30,8 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
         roles: username -> role for logged-in users; empty when the app runs without logins.
     """
     login = Login(roles or {})
+    # Up to --max-batch questions reach the model at once; it answers them together in one batched call.
+    model_queue = {"concurrency_id": MODEL_QUEUE, "concurrency_limit": service.max_batch}
     # Gradio's usage analytics would report each start and the app's layout to a third-party
     # server; a clinical tool sends nothing out that its admins did not ask for.
     with gr.Blocks(title="Clinician feedback loop", analytics_enabled=False) as demo:
@@ -44,18 +46,18 @@ def build_demo(service: HITLService, roles: dict[str, str] | None = None) -> gr.
                 with gr.Tab("Versions"):
                     versions = VersionsTab(service, login)
                 with gr.Tab("Compare"):
-                    compare = CompareTab(service, login, MODEL_QUEUE)
+                    compare = CompareTab(service, login, model_queue)
                 with gr.Tab("Dashboard"):
                     build_dashboard(service, demo)
                     styles = StylesSection(service, login)
             with gr.Column(scale=1):
                 status = StatusPanel(service, login)
 
-        register_api(ApiHandlers(service, login), MODEL_QUEUE)
+        register_api(ApiHandlers(service, login), model_queue)
 
         private = {"api_visibility": "private"}
         timer = gr.Timer(STATUS_REFRESH_S)
-        review.wire(MODEL_QUEUE, timer)
+        review.wire(model_queue, timer)
         status.wire(demo, timer)
         versions.wire(demo)
         styles.wire(demo)

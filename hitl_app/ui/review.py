@@ -177,15 +177,15 @@ class ReviewTab:
         """The badge naming the version serving now."""
         return badge(self.service.serving_version)
 
-    def wire(self, model_queue: str, timer: gr.Timer) -> None:
+    def wire(self, model_queue: dict, timer: gr.Timer) -> None:
         """Bind the tab's events; the badge follows the serving version on every tick of ``timer``.
 
         Args:
-            model_queue: the concurrency id shared by everything that generates.
+            model_queue: the queue settings (concurrency id and limit) shared by everything that generates.
             timer: the page's status timer.
         """
         private = {"api_visibility": "private"}
-        ask_event = {"concurrency_id": model_queue, "concurrency_limit": 1, **private}
+        ask_event = {**model_queue, **private}
         asking = user_errors(self.ask_stream)
         self.ask_btn.click(asking, [self.question, self.how_many], self.asked, **ask_event)
         self.question.submit(asking, [self.question, self.how_many], self.asked, **ask_event)
