@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-import time
 from typing import Callable, Iterator
 
 
@@ -24,7 +23,6 @@ class AnswerActivity:
         self._active = 0
         self._idle = threading.Event()
         self._idle.set()
-        self._last_end = time.monotonic()
         self._listeners: list[Callable[[bool], None]] = []
 
     @contextlib.contextmanager
@@ -43,7 +41,6 @@ class AnswerActivity:
                 self._active -= 1
                 last = self._active == 0
                 if last:
-                    self._last_end = time.monotonic()
                     self._idle.set()
             if last:
                 self._notify(False)
@@ -56,11 +53,6 @@ class AnswerActivity:
     def wait_idle(self, timeout_s: float | None = None) -> bool:
         """Block until no answer is being generated; False if ``timeout_s`` passed first."""
         return self._idle.wait(timeout_s)
-
-    def idle_for(self) -> float:
-        """Seconds since the last answer ended (0 while one is being generated)."""
-        with self._lock:
-            return 0.0 if self._active else time.monotonic() - self._last_end
 
     def subscribe(self, listener: Callable[[bool], None]) -> None:
         """Call ``listener(True)`` when answering starts and ``listener(False)`` when it stops."""
