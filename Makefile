@@ -42,11 +42,13 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m hitl_app.bench --out bench-results/bench.json
 
-# Rerun the browser test that photographs the Review tab, and keep the picture for the README.
+# Rerun the browser tests that photograph the Review tab (a typed question, and a queued item),
+# and keep the pictures for the README and docs/team-review.md.
 screenshot: $(STAMP) $(CHROMIUM)
-	$(PY) -m pytest -q tests/test_browser.py -k review_retrain
+	$(PY) -m pytest -q tests/test_browser.py tests/test_browser_team.py -k "review_retrain or team_review"
 	mkdir -p docs
 	cp test-artifacts/browser/review-tab.png docs/review-tab.png
+	cp test-artifacts/browser/review-queue.png docs/review-queue.png
 
 clean-venv:
 	rm -rf $(VENV)

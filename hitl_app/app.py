@@ -21,6 +21,8 @@ from .serving.manager import ModelManager
 from .serving.threads import serve_threads_policy
 from .versions.registry import Registry
 from .feedback.records import Sampling
+from .feedback.question_sets import SHIPPED_QUEUE_SET
+from .service.importing import SYSTEM_USER, import_questions
 from .service.service import HITLService
 from .feedback.store import FeedbackStore
 from .training.sft import TrainConfig
@@ -42,6 +44,7 @@ class App:
         """Stop the server, the ACTIVE watcher and the trainer process."""
         if self.demo is not None:
             self.demo.close()
+        self.service.close()
         self.service.models.close()
         self.service.trainer.stop()
 
@@ -96,7 +99,23 @@ def create_service(settings: Settings) -> HITLService:
     if settings.auto_retrain:
         trainer.start()
     store = FeedbackStore(settings.feedback_dir)
-    return HITLService(settings, store, models, registry, trainer)
+    service = HITLService(settings, store, models, registry, trainer)
+    seed_queue(service)
+    service.pregenerator.start()
+    return service
+
+
+def seed_queue(service: HITLService) -> None:
+    """On a first start (nothing ever imported), queue the shipped patient questions, so a new team
+    has a set to work through; an admin imports their own beside it or instead."""
+    service.sync_queue()
+    if service.queue.batches:
+        return
+    report = import_questions(
+        SHIPPED_QUEUE_SET, SYSTEM_USER, service.queue, service.safety, redact=service.settings.redact_phi,
+        batch="shipped patient questions",
+    )  # fmt: skip
+    log.info("first start: %s", report.summary())
 
 
 def launch(settings: Settings, service: HITLService, prevent_thread_lock: bool = False) -> App:

@@ -8,6 +8,7 @@ Fixtures live in ``conftest.py``; tests import these helpers from ``tests.helper
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 from pathlib import Path
@@ -51,6 +52,7 @@ TINY_SETTINGS: dict[str, Any] = {
     "trainer_threads": 1,
     "holdout_fraction": 0.0,
     "compile_decode": False,  # compiled decoding has its own tests; compiling costs CPU-seconds
+    "pregenerate": 0,  # candidates generated ahead for queued items have their own tests
 }
 
 
@@ -144,3 +146,34 @@ def start_app(root: Path, tiny_base: Path, auth: list[str], **overrides):
     running = launch(settings, create_service(settings), prevent_thread_lock=True)
     running.url = f"http://127.0.0.1:{settings.port}/"
     return running
+
+
+_JUDGED_AT = itertools.count()
+
+
+def judgement(reviewer: str, action: str, candidate: int = 0, ranking: list[list[int]] | None = None):
+    """A ``Feedback`` of generation g1, each one a minute after the one built before it, with the
+    text an edit needs and the reason a rejection needs."""
+    from datetime import datetime, timedelta, timezone
+
+    from hitl_app.feedback.records import Feedback
+
+    return Feedback(
+        reviewer=reviewer,
+        generation_id="g1",
+        action=action,
+        candidate=candidate,
+        ranking=ranking,
+        reason="unsafe dose" if action == "reject" else None,
+        text="corrected answer" if action == "edit" else None,
+        created_at=datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=next(_JUDGED_AT)),
+    )
+
+
+# A small question set for the team-review UI tests: two questions with reference answers.
+QUESTION_SET = [
+    {"question": "How should a sprained ankle be managed at home?", "answer": "Rest, ice, compression and elevation.",
+     "specialty": "orthopaedics"},
+    {"question": "When is a fever in an adult an emergency?", "answer": "With a stiff neck, confusion or a rash.",
+     "specialty": "general"},
+]  # fmt: skip

@@ -20,6 +20,7 @@ from tests.helpers import ADMIN, CLINICIAN, REPO, api_client, wait_for
 ENDPOINTS = [
     "ask", "accept", "edit", "reject", "rank", "status", "retrain", "activate", "versions",
     "compare", "vote", "comparison", "compare_results", "styles", "style_check", "remove_style_check",
+    "rate", "rubric", "next", "skip", "agreement", "adjudications", "adjudicate", "audit",
 ]
 
 

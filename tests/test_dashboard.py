@@ -192,7 +192,10 @@ def test_build_dashboard_draws_every_plot_from_the_service(tmp_path) -> None:
     registry.record_round(RoundRecord(started_at=T0, duration_s=12.0, requested_by="auto", outcome="published", version=version))
     # The real service over the store and registry; the model and the trainer are not read.
     service = HITLService(
-        settings=SimpleNamespace(gate_kl_budget=0.25),
+        settings=SimpleNamespace(
+            gate_kl_budget=0.25, feedback_dir=tmp_path / "feedback", reviews_per_item=1, consensus_threshold=0.6,
+            rubric="off", holdout_fraction=0.0, pregenerate=0,
+        ),
         store=store,
         models=SimpleNamespace(),
         registry=registry,

@@ -212,9 +212,9 @@ def test_incremental_refresh_parses_only_new_lines(tmp_path: Path, monkeypatch: 
     store = FeedbackStore(tmp_path / "feedback")
     parsed: list[bytes] = []
 
-    def counting(line: bytes) -> Generation | Feedback:
+    def counting(line: bytes, adapter=store_module.RECORD_ADAPTER) -> Generation | Feedback:
         parsed.append(line)
-        return parse_record(line)
+        return parse_record(line, adapter)
 
     monkeypatch.setattr(store_module, "parse_record", counting)
     gens = [generation(prompt=f"q{i}") for i in range(3)]
@@ -246,9 +246,9 @@ def test_a_bulk_read_pauses_the_collector_and_a_small_one_does_not(
     store = messy_store(tmp_path)
     seen: list[bool] = []
 
-    def watching(line: bytes) -> Generation | Feedback:
+    def watching(line: bytes, adapter=store_module.RECORD_ADAPTER) -> Generation | Feedback:
         seen.append(gc.isenabled())
-        return parse_record(line)
+        return parse_record(line, adapter)
 
     monkeypatch.setattr(store_module, "parse_record", watching)
     whole = reference_read(store).cursor  # every complete line: the torn tail is not read
@@ -266,7 +266,7 @@ def test_a_bulk_read_pauses_the_collector_and_a_small_one_does_not(
 def test_the_collector_is_restored_after_a_failed_bulk_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = messy_store(tmp_path)
 
-    def failing(line: bytes) -> Generation | Feedback:
+    def failing(line: bytes, adapter=None) -> Generation | Feedback:
         raise OSError("disk gone")
 
     monkeypatch.setattr(store_module, "parse_record", failing)
@@ -295,12 +295,12 @@ def test_concurrent_bulk_reads_share_one_pause(tmp_path: Path, monkeypatch: pyte
     inside, release = threading.Event(), threading.Event()
     during: list[bool] = []
 
-    def slow(line: bytes) -> Generation | Feedback:
+    def slow(line: bytes, adapter=store_module.RECORD_ADAPTER) -> Generation | Feedback:
         if threading.current_thread().name == "slow-reader" and not inside.is_set():
             inside.set()
             assert release.wait(10)
             during.append(gc.isenabled())
-        return parse_record(line)
+        return parse_record(line, adapter)
 
     monkeypatch.setattr(store_module, "parse_record", slow)
     results: list[ReadResult] = []

@@ -3,7 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python -m hitl_app.bench [--out bench-results/bench.json] [--quick]
-                                       [--only startup,store,swap,candidates,concurrency,decode,safety,
+                                       [--only startup,store,team,swap,candidates,concurrency,decode,safety,
                                                retrain,rounds,answers,teach]
                                        [--serve-threads 1,2] [--trainer-threads N] [--keep]
 
@@ -15,6 +15,10 @@ so that ratios stay meaningful on a noisy machine:
    steady p95 once compiling is done. Goals: <= 10 s; ratio <= 1.5.
    ``store`` (store_read.py): a fresh ledger reading a synthetic store of 100k records, against
    the plain ``json.loads`` + ``validate_python`` read. Goal: <= 2 s.
+   ``team`` (team.py): team review without a model: importing a 100k-question set (time and
+   peak memory, in a fresh process), Next p50/p99 with 100k items queued and 10k judgements made,
+   agreement over 100k judgements (cold and cached) and their dpo and raw exports.
+   Goals: <= 30 s; p99 <= 50 ms; <= 2 s; <= 20 s each.
 1. ``swap`` (swap.py): after ``Registry.set_active``, how long until ``ModelManager`` serves the
    new version (the ACTIVE watcher, polling every 50 ms, hot-swaps the LoRA tensors), and how
    long the swap held the generation lock; compared with a full reload (``load_base`` +

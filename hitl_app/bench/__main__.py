@@ -35,6 +35,7 @@ from .safety_cost import bench_safety
 from .startup import bench_startup
 from .store_read import bench_store
 from .swap import bench_swap
+from .team import bench_team
 from .teach import bench_teach
 from .timing import METER, wait_until_quiet
 from .workspace import make_settings
@@ -147,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_step(results, "startup", lambda: bench_startup(cfg, base, tokenizer, root / "startup"))
         if cfg.runs("store"):
             run_step(results, "store", lambda: bench_store(cfg))
+        if cfg.runs("team"):  # no model: the review queue, agreement and export at 100k scale
+            run_step(results, "team", lambda: bench_team(cfg, root / "team"))
         if cfg.runs("swap"):
             run_step(results, "swap", lambda: bench_swap(cfg, base, tokenizer, root / "swap"))
         if cfg.runs("candidates"):  # before the trainer process exists: serving while it is idle

@@ -13,7 +13,8 @@ QUESTION = "What are the warning signs of a stroke, and what should someone do i
 # Benchmark names for --only, in the order they run. Candidates run before the trainer process
 # starts, as they measure serving while the trainer is idle.
 BENCHMARKS: tuple[str, ...] = (
-    "startup", "store", "swap", "candidates", "concurrency", "decode", "safety", "retrain", "rounds", "answers", "teach",
+    "startup", "store", "team", "swap", "candidates", "concurrency", "decode", "safety", "retrain", "rounds", "answers",
+    "teach",
 )
 
 
@@ -68,6 +69,12 @@ class BenchConfig:
     # A teaching round trains 45-60 SFT steps and a preference stage at batch 1, then evaluates:
     # 10-15 minutes on 2 busy cores, so the retrain benchmark's limit is too short for it.
     teach_round_timeout_s: float = 3600.0
+    team_questions: int = 100_000  # rows of the question set imported into the review queue
+    team_next_judgements: int = 10_000  # judgements already made (2 per item) when Next is timed
+    team_next_calls: int = 300  # timed Next calls, reviewers taking turns
+    team_next_reviewers: int = 30  # reviewers taking those turns (and who made the judgements before)
+    team_agreement_items: int = 50_000  # items judged by 2 reviewers each for agreement and export
+    team_agreement_reviewers: int = 10  # the pool those 2 reviewers are drawn from
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.only if name not in BENCHMARKS]
@@ -84,6 +91,14 @@ class BenchConfig:
             problems.append("teach_styles, teach_rounds, teach_judgements and teach_heldout must be at least 1")
         if self.decode_prompts < 1 or self.decode_reps < 1 or self.decode_max_new_tokens < 1:
             problems.append("decode_prompts, decode_reps and decode_max_new_tokens must be at least 1")
+        if self.team_next_judgements < 2 or self.team_next_judgements % 2:
+            problems.append(f"team_next_judgements must be even and at least 2 (got {self.team_next_judgements})")
+        if self.team_next_calls < 1 or min(self.team_next_reviewers, self.team_agreement_reviewers) < 2:
+            problems.append("team_next_calls must be at least 1, and each team's reviewers at least 2")
+        needed = self.team_next_judgements // 2 + 2 * self.team_next_calls + self.team_next_reviewers
+        if self.team_questions < max(needed, self.team_agreement_items) * 1.05:
+            problems.append(f"team_questions ({self.team_questions}) leaves too few queued items for the judged, "
+                            f"pre-generated and agreement items ({max(needed, self.team_agreement_items)}, plus repeats)")
         if problems:
             raise ValueError("invalid benchmark configuration:\n  - " + "\n  - ".join(problems))
 
@@ -132,6 +147,11 @@ class BenchConfig:
                 teach_rounds=1,
                 teach_judgements=4,
                 teach_heldout=4,
+                team_questions=10_000,
+                team_next_judgements=2_000,
+                team_next_calls=60,
+                team_next_reviewers=10,
+                team_agreement_items=5_000,
             )
         return cfg
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from .answers import QUIET_CORES
 from .figures import fmt
+from .team import GOALS as TEAM_GOALS
 
 GOALS = {
     "swap_max_s": 0.1,  # median publish-to-serving
@@ -27,6 +28,10 @@ GOALS = {
     "store_max_read_s": 2.0,  # a fresh ledger reading 100k records
     "concurrency_min_throughput_ratio": 3.0,  # aggregate tok/s, 8 clients at once / one client in turn
     "concurrency_max_p95_ratio": 3.0,  # p95 latency, 8 clients at once / one client in turn
+    "team_import_max_s": TEAM_GOALS["import_s"],  # import of a 100k-question set into the review queue
+    "team_next_max_p99_s": TEAM_GOALS["next_p99_s"],  # Next, p99, with 100k items queued and 10k judgements made
+    "team_agreement_max_s": TEAM_GOALS["agreement_cold_s"],  # agreement over 100k judgements, first (uncached) call
+    "team_export_max_s": TEAM_GOALS["export_s"],  # export of 100k judgements, each of dpo and raw
 }
 Row = tuple[str, str, str]  # (figure, value, goal or note)
 
@@ -68,6 +73,17 @@ def evaluate_goals(results: dict[str, Any]) -> dict[str, Any]:
         t, p = concurrency["throughput_ratio"], concurrency["p95_ratio"]
         goals["concurrency_throughput_3x_one_client"] = None if t is None else t >= GOALS["concurrency_min_throughput_ratio"]
         goals["concurrency_p95_within_3x_one_client"] = None if p is None else p <= GOALS["concurrency_max_p95_ratio"]
+    team = results.get("team") or {}
+    if "import" in team:
+        goals["team_import_within_30s"] = team["import"]["wall_s"] <= GOALS["team_import_max_s"]
+    if "next" in team:
+        goals["team_next_p99_within_50ms"] = team["next"]["p99_s"] <= GOALS["team_next_max_p99_s"]
+    if "agreement" in team:
+        goals["team_agreement_within_2s"] = team["agreement"]["cold_s"] <= GOALS["team_agreement_max_s"]
+    if "export" in team:
+        goals["team_export_within_20s"] = all(
+            team["export"][kind]["wall_s"] <= GOALS["team_export_max_s"] for kind in ("dpo", "raw")
+        )
     decode = results.get("decode") or {}
     if "best_fast_tokens_per_s" in decode:
         goals["decode_fast_path_40_tokens_per_s"] = decode["best_fast_tokens_per_s"] >= GOALS["decode_min_tokens_per_s"]
@@ -324,6 +340,39 @@ def _store_rows(store: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _team_rows(team: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
+    imp = team["import"]
+    rows: list[Row] = [
+        (f"0b. team: import of {imp['written']['rows']} questions", fmt(imp["wall_s"], " s", 1, 2),
+         f"<= 30 s: {fmt(goals.get('team_import_within_30s'))}; {imp['imported']} imported, {imp['duplicates']} "
+         f"duplicates, {imp['refused']} refused"),
+        ("    import peak memory (max RSS of a fresh process - RSS before)", fmt(imp["peak_rss_delta_mb"], " MB", 1, 0),
+         f"peak RSS {fmt(imp['peak_rss_mb'], ' MB', 1, 0)}"),
+    ]
+    nxt = team.get("next")
+    if nxt:
+        rows.append((f"    Next, {nxt['queue_size']} queued, {nxt['judgements']} judgements: p50 / p99",
+                     f"{fmt(nxt['p50_s'], '', 1e3, 1)} / {fmt(nxt['p99_s'], ' ms', 1e3, 1)}",
+                     f"p99 <= 50 ms: {fmt(goals.get('team_next_p99_within_50ms'))}; {nxt['calls']} calls by "
+                     f"{nxt['reviewers']} reviewers, max {fmt(nxt['max_s'], ' ms', 1e3, 1)}"))
+    agr = team.get("agreement")
+    if agr:
+        rows.append((f"    agreement over {agr['judgements']} judgements: cold / cached",
+                     f"{fmt(agr['cold_s'], '', 1, 2)} / {fmt(agr['cached_s'], ' s', 1, 4)}",
+                     f"cold <= 2 s: {fmt(goals.get('team_agreement_within_2s'))}; alpha nominal "
+                     f"{fmt(agr['alpha_nominal'], '', 1, 2)}, ordinal {fmt(agr['alpha_ordinal'], '', 1, 2)}; "
+                     f"store read first {fmt(agr['ledger_and_queue_read_s'], ' s', 1, 2)}"))
+    exp = team.get("export")
+    if exp:
+        rows.append((f"    export of {exp['judgements']} judgements: dpo / raw",
+                     f"{fmt(exp['dpo']['wall_s'], '', 1, 2)} / {fmt(exp['raw']['wall_s'], ' s', 1, 2)}",
+                     f"each <= 20 s: {fmt(goals.get('team_export_within_20s'))}; rows {exp['dpo']['rows']} / "
+                     f"{exp['raw']['rows']} (held-out judgements left out)"))
+    build = ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v:.1f} s" for k, v in team.get("build_s", {}).items())
+    rows.append(("    building the stores (not in any figure)", "", build))
+    return rows
+
+
 def _concurrency_rows(c: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
     one, many = c["one_client"], c["all_at_once"]
     return [
@@ -340,6 +389,7 @@ def _concurrency_rows(c: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
 _SECTIONS = (
     ("startup", "first_answer_s", _startup_rows),
     ("store", "read_s", _store_rows),
+    ("team", "import", _team_rows),
     ("concurrency", "throughput_ratio", _concurrency_rows),
     ("swap", "median_swap_s", _swap_rows),
     ("retrain", "wall_s", _retrain_rows),

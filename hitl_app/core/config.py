@@ -83,6 +83,18 @@ class TrainingConfig(_Section):
     beta: float
     trainer_threads: int
     round_budget_s: float
+    reviews_per_item: int
+    consensus_threshold: float
+
+
+class TeamConfig(_Section):
+    """What team review reads: how many clinicians judge each queued item, and when they agree."""
+
+    reviews_per_item: int
+    consensus_threshold: float
+    rubric: Literal["on", "off"]
+    pregenerate: int
+    candidates: int
 
 
 class EvaluationConfig(_Section):
@@ -116,7 +128,7 @@ class GateConfig(_Section):
         return self.gate == "on"
 
 
-CONFIG_SECTIONS: tuple[type[_Section], ...] = (ServingConfig, TrainingConfig, EvaluationConfig, GateConfig)
+CONFIG_SECTIONS: tuple[type[_Section], ...] = (ServingConfig, TrainingConfig, TeamConfig, EvaluationConfig, GateConfig)
 SectionT = TypeVar("SectionT", bound=_Section)
 
 
@@ -179,6 +191,24 @@ class Settings(BaseSettings):
         True,
         description="With the bf16 CPU copy, compile single answers' decoding in the background after start-up "
         "(--no-compile-decode: never; answers then decode uncompiled).",
+    )
+
+    # --- team review ---
+    reviews_per_item: int = Field(
+        1,
+        description="Clinicians who judge each queued item (overlap); above 1, training uses only items their "
+        "judgements resolve (plus every edit), and the retrain threshold counts resolved items.",
+    )
+    consensus_threshold: float = Field(
+        0.6,
+        description="Share of an item's reviewers who must agree (accept/reject majority, or ranking pairs kept by the "
+        "merged ranking) for it to be resolved; below it, the item waits for an admin's adjudication.",
+    )
+    rubric: Literal["on", "off"] = Field(
+        "off", description="on: judgements may carry structured ratings on the axes of hitl_app/data/rubric.json."
+    )
+    pregenerate: int = Field(
+        3, description="Queued items whose candidates are generated ahead, while the model is idle (0: only on Next)."
     )
 
     # --- storage ---
@@ -317,6 +347,15 @@ class Settings(BaseSettings):
             problems.append(f"--top-p must be in (0, 1] (got {self.top_p})")
         if self.max_batch < 1:
             problems.append(f"--max-batch must be at least 1 (got {self.max_batch})")
+        if self.reviews_per_item < 1:
+            problems.append(f"--reviews-per-item must be at least 1 (got {self.reviews_per_item})")
+        if not 0.5 < self.consensus_threshold <= 1:
+            problems.append(
+                f"--consensus-threshold must be above 0.5 and at most 1 (got {self.consensus_threshold}): "
+                "at 0.5 or below, two opposite judgements could both be a majority"
+            )
+        if self.pregenerate < 0:
+            problems.append(f"--pregenerate must be 0 or more (got {self.pregenerate})")
         if self.round_budget_s < 0:
             problems.append(f"--round-budget-s must be 0 or more (got {self.round_budget_s})")
         if self.serve_threads < 0 or self.trainer_threads < 1:
@@ -378,6 +417,11 @@ class Settings(BaseSettings):
     def training_config(self) -> TrainingConfig:
         """The settings that a training round reads."""
         return self._section(TrainingConfig)
+
+    @property
+    def team_config(self) -> TeamConfig:
+        """The settings that team review (queue, overlap, consensus, rubric) reads."""
+        return self._section(TeamConfig)
 
     @property
     def evaluation_config(self) -> EvaluationConfig:

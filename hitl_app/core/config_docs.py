@@ -27,6 +27,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "candidates", "max_batch", "serve_threads", "serve_dtype", "compile_decode",
     ),
     "Data": ("feedback_dir", "checkpoints_dir", "redact_phi"),
+    "Team review": ("reviews_per_item", "consensus_threshold", "rubric", "pregenerate"),
     "Training": (
         "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "learning_rate", "num_epochs",
         "sft_loss_floor", "preference_epochs", "preference_learning_rate", "train_batch_size", "max_seq_length",

@@ -37,6 +37,7 @@ class FeedbackLedger:
         self._generations: dict[str, Generation] = {}
         self._judgements: list[Judgement] = []
         self._orphans: list[tuple[int, Feedback]] = []
+        self._by_item: dict[str, list[Generation]] = {}  # queued item id -> its generations, oldest first
         self.corrupt: list[CorruptLine] = []
 
     def refresh(self) -> None:
@@ -48,6 +49,8 @@ class FeedbackLedger:
             for offset, record in result.records:
                 if isinstance(record, Generation):
                     self._generations[record.id] = record
+                    if record.item_id is not None:
+                        self._by_item.setdefault(record.item_id, []).append(record)
                 else:
                     self._orphans.append((offset, record))
             # A feedback line may precede its generation's line only if another process wrote out
@@ -84,6 +87,22 @@ class FeedbackLedger:
         """Judgements whose line starts at or after byte offset ``after``, in store order."""
         with self._lock:
             return [j for j in self._judgements if j.offset >= after]
+
+    def judgements_from(self, index: int) -> list[Judgement]:
+        """Judgements from position ``index`` on, in store order (``len`` of an earlier call's list
+        is where to continue from): an O(new) way to follow the ledger."""
+        with self._lock:
+            return self._judgements[index:]
+
+    def item_generations(self, item_id: str) -> list[Generation]:
+        """The generations of a queued item, oldest first."""
+        with self._lock:
+            return list(self._by_item.get(item_id, ()))
+
+    def refused_generations(self) -> list[Generation]:
+        """Generations whose question the input guard refused, in store order."""
+        with self._lock:
+            return [g for g in self._generations.values() if g.refused is not None]
 
     def find_same(self, feedback: Feedback) -> Feedback | None:
         """An already stored judgement identical to ``feedback`` (same reviewer, generation,

@@ -61,7 +61,8 @@ class Sampling(BaseModel):
 
 Severity = Literal["high", "medium", "low"]
 FlagKind = Literal[
-    "overdose", "contraindication", "interaction", "missing_urgency", "phi", "input_refused", "unclear_text"
+    "overdose", "contraindication", "interaction", "missing_urgency", "phi", "input_refused", "unclear_text",
+    "rated_harmful",
 ]
 
 
@@ -105,6 +106,9 @@ class Generation(_Record):
     )
     redactions: dict[str, int] = Field(
         default_factory=dict, description="Identifiers replaced before storage: type -> count, never the values."
+    )
+    item_id: str | None = Field(
+        default=None, description="The queued item whose candidates these are (None: a question typed in Review)."
     )
 
     def flags_of(self, candidate: int) -> list[SafetyFlag]:
@@ -150,6 +154,13 @@ class Feedback(_Record):
     flags: list[SafetyFlag] = Field(default_factory=list, description="Safety flags of the edited text.")
     redactions: dict[str, int] = Field(
         default_factory=dict, description="Identifiers replaced in the text or reason before storage."
+    )
+    settles: str | None = Field(
+        default=None,
+        description="An adjudication: the id of the queued item whose disagreement this judgement settles.",
+    )
+    rubric: dict[str, str] | None = Field(
+        default=None, description="Structured ratings (--rubric on): axis name -> level name, from the rubric file."
     )
 
     @property

@@ -1,4 +1,5 @@
-"""FeedbackStore: the only code that reads or writes ``feedback/feedback.jsonl``.
+"""The append-only stores: ``FeedbackStore`` is the only code that reads or writes
+``feedback/feedback.jsonl``, ``QueueStore`` the only code for ``feedback/queue.jsonl``.
 
 Writes are one ``write`` + ``flush`` + ``fsync`` per record under a ``filelock`` (safe across
 processes) and a thread lock (cheap exclusion inside one process), so a record is on disk before
@@ -23,14 +24,16 @@ from pathlib import Path
 from typing import Iterator
 
 from filelock import FileLock
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from ..core.files import append_line
-from .records import RECORD_ADAPTER, Feedback, Generation
+from ..core.files import append_line, append_lines
+from .queue_records import QUEUE_ADAPTER
+from .records import RECORD_ADAPTER
 
 log = logging.getLogger(__name__)
 
 FEEDBACK_FILE = "feedback.jsonl"
+QUEUE_FILE = "queue.jsonl"
 # A read of at least this many bytes (about 10k records: a start-up or a new trainer process, never
 # a running app's refresh) parses with the cyclic garbage collector paused; see ``read``.
 BULK_READ_BYTES = 8 * 1024 * 1024
@@ -53,26 +56,38 @@ class CorruptLine:
 class ReadResult:
     """Records read from a cursor, the cursor to continue from, and the lines that were skipped."""
 
-    records: list[tuple[int, Generation | Feedback]] = field(default_factory=list)
+    records: list[tuple[int, BaseModel]] = field(default_factory=list)
     cursor: int = 0
     corrupt: list[CorruptLine] = field(default_factory=list)
 
 
-class FeedbackStore:
-    """Append-only JSONL store of generations and feedback.
+class JsonlStore:
+    """An append-only JSONL file of pydantic records, one writer at a time across processes.
+
+    Subclasses name the file and the records' type adapter (a discriminated union).
 
     Args:
-        directory: the folder holding ``feedback.jsonl`` and its lock; created if missing.
+        directory: the folder holding the file and its lock; created if missing.
     """
+
+    FILE: str = ""
+    ADAPTER: TypeAdapter = RECORD_ADAPTER
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.path = self.directory / FEEDBACK_FILE
+        self.path = self.directory / self.FILE
         self._file_lock = FileLock(str(self.path) + ".lock")
-        self._thread_lock = threading.Lock()
+        self._thread_lock = threading.RLock()
 
-    def append(self, record: Generation | Feedback) -> int:
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the writers' lock for a block: a read-decide-append (a queue claim) that no other
+        writer, in this process or another, can interleave with. ``append`` inside it is allowed."""
+        with self._thread_lock, self._file_lock:
+            yield
+
+    def append(self, record: BaseModel) -> int:
         """Write one record durably and return the byte offset where its line starts.
 
         The record is re-validated first, so nothing invalid is ever stored. If the file ends in a
@@ -81,9 +96,24 @@ class FeedbackStore:
         Raises:
             pydantic.ValidationError: the record does not validate.
         """
-        RECORD_ADAPTER.validate_python(record.model_dump())
-        with self._thread_lock, self._file_lock:
+        self.ADAPTER.validate_python(record.model_dump())
+        with self.locked():
             return append_line(self.path, record.model_dump_json())
+
+    def append_many(self, records: list[BaseModel]) -> int:
+        """Write records durably in one write and one fsync; returns the offset of the first line.
+
+        Each is re-validated before anything is written, so either all are stored or none.
+
+        Raises:
+            pydantic.ValidationError: a record does not validate (nothing is written).
+        """
+        lines = []
+        for record in records:
+            self.ADAPTER.validate_python(record.model_dump())
+            lines.append(record.model_dump_json())
+        with self.locked():
+            return append_lines(self.path, lines)
 
     def read(self, cursor: int = 0) -> ReadResult:
         """Read complete lines from byte offset ``cursor``.
@@ -118,7 +148,7 @@ class FeedbackStore:
                 if not text:
                     continue
                 try:
-                    record = parse_record(text)
+                    record = parse_record(text, self.ADAPTER)
                 except CORRUPT_LINE_ERRORS as exc:
                     reason = str(exc).splitlines()[0][:200]
                     log.warning("skipping corrupt line at byte %d of %s: %s", offset, self.path, reason)
@@ -132,8 +162,23 @@ class FeedbackStore:
         return result
 
 
-def parse_record(line: bytes) -> Generation | Feedback:
-    """Parse and validate one stored line (surrounding whitespace allowed).
+class FeedbackStore(JsonlStore):
+    """The generations and judgements: ``feedback/feedback.jsonl``."""
+
+    FILE = FEEDBACK_FILE
+    ADAPTER = RECORD_ADAPTER
+
+
+class QueueStore(JsonlStore):
+    """The review queue's imports, claims and skips: ``feedback/queue.jsonl`` (see ``queue_records``)."""
+
+    FILE = QUEUE_FILE
+    ADAPTER = QUEUE_ADAPTER
+
+
+def parse_record(line: bytes, adapter: TypeAdapter = RECORD_ADAPTER):
+    """Parse and validate one stored line (surrounding whitespace allowed) with ``adapter``
+    (the feedback records' by default).
 
     pydantic-core parses the bytes and validates them in one pass (in Rust, with no intermediate
     Python objects), which is what makes reading fast. Should that fail, the line is parsed again the
@@ -149,9 +194,9 @@ def parse_record(line: bytes) -> Generation | Feedback:
             line is not a valid record (``CORRUPT_LINE_ERRORS``).
     """
     try:
-        return RECORD_ADAPTER.validate_json(line)
+        return adapter.validate_json(line)
     except ValidationError:
-        return RECORD_ADAPTER.validate_python(json.loads(line.decode("utf-8")))
+        return adapter.validate_python(json.loads(line.decode("utf-8")))
 
 
 class _CollectorPause:

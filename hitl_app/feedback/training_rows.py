@@ -14,6 +14,7 @@ Rows are conversational, so TRL applies the model's own chat template:
 | rank, A/B vote     | DPO pair for every strictly ordered pair of candidates                 |
 | reject             | KTO undesirable                                                        |
 | all unacceptable   | KTO undesirable for each candidate                                     |
+| rubric ratings     | the rated candidate's KTO label: desirable at the best level on every rated axis, undesirable at the worst on any |
 
 A pair whose two texts are identical after normalisation (case and whitespace) teaches nothing
 and is dropped, and counted.
@@ -28,6 +29,7 @@ from ..core.chat import Message, chat_prompt
 from .holdout import is_held_out
 from .ledger import Judgement
 from .records import RANKED_ACTIONS, Generation
+from .rubric import stored_kto_label
 
 
 
@@ -137,6 +139,12 @@ def rows_for(judgement: Judgement) -> JudgementRows:
                 for b in better:
                     for w in worse:
                         pair(gen.candidates[b], gen.candidates[w])
+    rated = stored_kto_label(fb.rubric)
+    if rated is not None and fb.action not in RANKED_ACTIONS:
+        # Rubric ratings are the finer judgement of the rated candidate: they set its KTO label.
+        answer = gen.candidates[fb.candidate]
+        out.kto = [row for row in out.kto if row["completion"][0]["content"] != answer]
+        label(answer, rated)
     return out
 
 

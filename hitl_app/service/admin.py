@@ -1,14 +1,21 @@
 """What an admin does, and what the UI and the API read: retraining, activating a version,
-taught styles, status, the versions table and the dashboard's data."""
+taught styles, the team's agreement, export and audit, status, the versions table and the
+dashboard's data."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from ..core.errors import UserError, check_text
 from ..evaluation.gate import gate_summary
 from ..evaluation.style_checks import StyleCheck, adoption, make_check
+from ..feedback.agreement import AgreementReport
+from ..feedback.export import ExportFilter, ExportKind, ExportSummary
 from ..feedback.records import BASE_VERSION, Generation
+from ..feedback.rubric import rating_counts
 from ..versions.manifest import Manifest
 from .base import Caller, ServiceBase
+from .team_views import AuditPage
 from .views import (
     ActivationReply,
     DashboardData,
@@ -100,6 +107,55 @@ class AdminActions(ServiceBase):
 
     def _adoption(self, manifests: list[Manifest]) -> list[StyleAdoption]:
         return [StyleAdoption(**row) for row in adoption(manifests, self.style_checks.all())]
+
+    # ----- the team's data -----
+    def agreement(self, caller: Caller) -> AgreementReport:
+        """Inter-reviewer agreement on queued items (any logged-in user; see ``Curation.agreement``)."""
+        return self.curation.agreement()
+
+    def export(
+        self,
+        kind: ExportKind,
+        out: Path,
+        caller: Caller,
+        filters: ExportFilter | None = None,
+        name_reviewers: bool = False,
+        licence: str = "other",
+    ) -> ExportSummary:
+        """Export the reviewed set as a dataset (admin; see ``Curation.export``).
+
+        Raises:
+            PermissionDeniedError: the caller is not an admin.
+            UserError: the output folder or a filter is unusable.
+        """
+        self._require_admin(caller, "export the reviewed set")
+        return self.curation.export(kind, out, filters, name_reviewers, licence)
+
+    def audit(
+        self,
+        caller: Caller,
+        who: str | None = None,
+        kind: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        page: int = 1,
+    ) -> AuditPage:
+        """One page of the audit log, newest first (admin; see ``Curation.audit``).
+
+        Raises:
+            PermissionDeniedError: the caller is not an admin.
+            UserError: an unknown kind, an unreadable date, or a page out of range.
+        """
+        self._require_admin(caller, "read the audit log")
+        return self.curation.audit(who, kind, since, until, page)
+
+    def rubric_counts(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Rubric ratings per version of the rated answer: ``{version: {axis: {level: n}}}`` (empty with the rubric off)."""
+        if self.rubric is None:
+            return {}
+        rated = [(j.generation.version_of(j.feedback.candidate), j.feedback.rubric)
+                 for j in self.ledger.judgements() if j.feedback.rubric]  # fmt: skip
+        return rating_counts(rated, self.rubric)
 
     # ----- reading -----
     @property

@@ -5,20 +5,26 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
+from collections import defaultdict
 from dataclasses import dataclass
 
 from ..comparison.votes import ComparisonStore
 from ..core.config import Settings
 from ..core.errors import PermissionDeniedError, UserError, check_text
 from ..evaluation.style_checks import StyleChecks
-from ..feedback.ledger import FeedbackLedger
-from ..feedback.records import Feedback, Generation
-from ..feedback.store import FeedbackStore
+from ..feedback.ledger import FeedbackLedger, Judgement
+from ..feedback.queue import ReviewQueue
+from ..feedback.records import Feedback, Generation, SafetyFlag
+from ..feedback.rubric import Rubric, load_rubric
+from ..feedback.store import FeedbackStore, QueueStore
+from ..feedback.team import resolved_count
 from ..safety.checker import SafetyChecker
 from ..safety.input_guard import InputVerdict
 from ..serving.manager import ModelManager
 from ..training.process import TrainerClient
 from ..versions.registry import Registry
+from .curation import Curation
 
 log = logging.getLogger("hitl_app.service")
 
@@ -71,6 +77,19 @@ class ServiceBase:
         self.style_checks = StyleChecks(registry.root)
         # Left/right order of A/B answers: unpredictable, so a clinician cannot learn which side is which.
         self._rng = random.SystemRandom()
+        # Team review: the queue, and what the judgements say about it (kept current by sync_queue).
+        self.queue = ReviewQueue(QueueStore(settings.feedback_dir), settings.reviews_per_item)
+        self.rubric: Rubric | None = load_rubric() if settings.rubric == "on" else None
+        self._queue_lock = threading.RLock()
+        self._item_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._queue_synced = 0  # ledger judgements applied to the queue
+        self._judged_by: defaultdict[str, set[str]] = defaultdict(set)  # reviewer -> queued items judged
+        self._item_judgements: defaultdict[str, list[Judgement]] = defaultdict(list)  # item -> its judgements
+        self.sync_queue()
+        self.curation = Curation(
+            self.ledger, self.queue, registry, settings.reviews_per_item, settings.consensus_threshold,
+            settings.holdout_fraction,
+        )  # fmt: skip
 
     # ----- recording -----
     def _screen(self, prompt: str) -> InputVerdict:
@@ -98,6 +117,25 @@ class ServiceBase:
         self.ledger.refresh()
         return generation
 
+    def _refused(self, prompt: str, caller: Caller, item_id: str | None = None) -> Generation | None:
+        """The recorded refusal of a question the input guard blocks; None when it may be answered."""
+        verdict = self._screen(prompt)
+        if verdict.allowed:
+            return None
+        log.warning("%s: question refused by the input guard (%s)", caller.username, verdict.category)
+        flag = SafetyFlag(kind="input_refused", severity="medium", explanation=verdict.reason)
+        return self._store_generation(
+            caller,
+            prompt,
+            [self.safety.refusal_for(verdict)],
+            version=self.models.version,
+            sampling=self.models.sampling,
+            prompt_tokens=0,
+            flags=[[flag]],
+            refused=verdict.category,
+            item_id=item_id,
+        )
+
     def _redact(self, texts: list[str]) -> tuple[list[str], dict[str, int]]:
         if not self.settings.redact_phi:
             return texts, {}
@@ -113,6 +151,7 @@ class ServiceBase:
     def _judge(self, generation_id: str, caller: Caller, **fields) -> Feedback:
         gen = self.ledger.generation(generation_id)
         self._check_candidate(gen, fields.get("candidate", 0))
+        self._check_queued(gen, caller, fields.get("settles"))
         # Free text is redacted like generations, so training rows never see an identifier.
         keys = [k for k in ("text", "reason", "override_reason") if fields.get(k)]
         texts, redactions = self._redact([fields[k] for k in keys])
@@ -124,15 +163,58 @@ class ServiceBase:
             log.info("%s: repeated %s on %s ignored", caller.username, feedback.action, gen.id)
             return previous
         self.store.append(feedback)
-        self.ledger.refresh()
+        self.sync_queue()
         log.info("%s: %s on %s (%s)", caller.username, feedback.action, gen.id, gen.version)
         self._maybe_retrain()
         return feedback
 
+    # ----- the queue -----
+    def sync_queue(self) -> None:
+        """Read new queue records and new judgements, so the queue knows who judged which item."""
+        with self._queue_lock:
+            self.ledger.refresh()
+            self.queue.refresh()
+            for j in self.ledger.judgements_from(self._queue_synced):
+                self._queue_synced += 1
+                item_id = j.feedback.settles or j.generation.item_id
+                if item_id is None:
+                    continue
+                self._item_judgements[item_id].append(j)
+                if j.feedback.settles is None:
+                    self.queue.note_judged(item_id, j.feedback.reviewer)
+                    self._judged_by[j.feedback.reviewer].add(item_id)
+
+    def _check_queued(self, gen: Generation, caller: Caller, settles: str | None) -> None:
+        """Only a reviewer who took a queued item with Next (or an admin settling it) may judge it.
+
+        Raises:
+            UserError: the caller did not take the item, or skipped it.
+        """
+        if gen.item_id is None or settles is not None:
+            return
+        self.sync_queue()
+        claim = self.queue.claim_of(gen.item_id, caller.username)
+        if claim is None or claim.generation_id != gen.id:
+            raise UserError("these candidates belong to a queued item you have not taken: press Next to get your item")
+        if self.queue.skipped(gen.item_id, caller.username):
+            raise UserError("you skipped this item; press Next for another")
+
     # ----- the loop -----
     def since_last_version(self) -> int:
-        """Judgements recorded since the newest published version's training data."""
-        return self.ledger.count(after=self.registry.consumed_cursor())
+        """What the retrain threshold counts since the newest published version's training data:
+        judgements, or with ``--reviews-per-item`` above 1, resolved items (and typed questions'
+        judgements)."""
+        after = self.registry.consumed_cursor()
+        recent = self.ledger.judgements(after=after)
+        k = self.settings.reviews_per_item
+        if k <= 1:
+            return len(recent)
+        self.sync_queue()
+        touched = {j.feedback.settles or j.generation.item_id for j in recent} - {None}
+        relevant = [j for j in recent if (j.feedback.settles or j.generation.item_id) is None]
+        for item_id in touched:
+            relevant.extend(self._item_judgements[item_id])
+        return resolved_count(relevant, k, self.settings.consensus_threshold, after=after)
 
     def _maybe_retrain(self) -> None:
         if self.settings.auto_retrain and self.since_last_version() >= self.settings.retrain_threshold:

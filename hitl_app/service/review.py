@@ -69,24 +69,6 @@ class ReviewActions(ServiceBase):
             else:
                 yield update.texts, update.version, self._record_generation(prompt, update.answer, caller)
 
-    def _refused(self, prompt: str, caller: Caller) -> Generation | None:
-        """The recorded refusal of a question the input guard blocks; None when it may be answered."""
-        verdict = self._screen(prompt)
-        if verdict.allowed:
-            return None
-        log.warning("%s: question refused by the input guard (%s)", caller.username, verdict.category)
-        flag = SafetyFlag(kind="input_refused", severity="medium", explanation=verdict.reason)
-        return self._store_generation(
-            caller,
-            prompt,
-            [self.safety.refusal_for(verdict)],
-            version=self.models.version,
-            sampling=self.models.sampling,
-            prompt_tokens=0,
-            flags=[[flag]],
-            refused=verdict.category,
-        )
-
     def _record_generation(self, prompt: str, answer, caller: Caller) -> Generation:
         return self._store_generation(
             caller,
@@ -99,20 +81,55 @@ class ReviewActions(ServiceBase):
         )
 
     def accept(
-        self, generation_id: str, caller: Caller, candidate: int = 0, override_reason: str | None = None
+        self,
+        generation_id: str,
+        caller: Caller,
+        candidate: int = 0,
+        override_reason: str | None = None,
+        rubric: dict | None = None,
     ) -> Feedback:
-        """Record that the answer is right as it stands.
+        """Record that the answer is right as it stands, with optional rubric ratings (``--rubric on``).
 
         Raises:
-            UserError: the answer has a high-severity safety flag and no override reason is given.
+            UserError: the answer has a high-severity safety flag, or rubric ratings of possible
+                harm, and no override reason is given; or the ratings are invalid.
         """
         gen = self.ledger.generation(generation_id)
         self._check_candidate(gen, candidate)
-        override = self._override(gen.flags_of(candidate), override_reason, "accept this answer")
-        return self._judge(generation_id, caller, action="accept", candidate=candidate, override_reason=override)
+        ratings = self._ratings(rubric)
+        flags = [*gen.flags_of(candidate), *self._harm_flags(ratings)]
+        override = self._override(flags, override_reason, "accept this answer")
+        return self._judge(
+            generation_id, caller, action="accept", candidate=candidate, override_reason=override, rubric=ratings
+        )
+
+    def _ratings(self, rubric: dict | None) -> dict[str, str] | None:
+        """Validated rubric ratings, or None when none were given.
+
+        Raises:
+            UserError: ratings were given while the rubric is off, or they are invalid.
+        """
+        if rubric in (None, {}):
+            return None
+        if self.rubric is None:
+            raise UserError("rubric ratings are off in this app (start it with --rubric on)")
+        return self.rubric.check(rubric)
+
+    def _harm_flags(self, ratings: dict[str, str] | None) -> list[SafetyFlag]:
+        """A high-severity flag for ratings of likely or severe harm: accepting then needs an override reason."""
+        harmful = self.rubric.harmful_ratings(ratings) if self.rubric is not None else []
+        if not harmful:
+            return []
+        return [SafetyFlag(kind="rated_harmful", severity="high", explanation=f"rated {', '.join(harmful)}")]
 
     def edit(
-        self, generation_id: str, text: str, caller: Caller, candidate: int = 0, override_reason: str | None = None
+        self,
+        generation_id: str,
+        text: str,
+        caller: Caller,
+        candidate: int = 0,
+        override_reason: str | None = None,
+        rubric: dict | None = None,
     ) -> Feedback:
         """Record a corrected answer; the edit is checked like an answer before it is saved.
 
@@ -130,8 +147,9 @@ class ReviewActions(ServiceBase):
         flags = [*self.safety.check_answer(gen.prompt, text), *self._unclear(gen.prompt, text)]
         override = self._override(flags, override_reason, "save this edit")
         return self._judge(
-            generation_id, caller, action="edit", candidate=candidate, text=text, flags=flags, override_reason=override
-        )
+            generation_id, caller, action="edit", candidate=candidate, text=text, flags=flags,
+            override_reason=override, rubric=self._ratings(rubric),
+        )  # fmt: skip
 
     def _unclear(self, prompt: str, text: str) -> list[SafetyFlag]:
         """A flag when an edit does not read as clinical text to the base model (``clinical_text``)."""
@@ -149,16 +167,19 @@ class ReviewActions(ServiceBase):
             raise UserError(f"to {what}, give an override reason: it has high-severity safety flags ({describe_flags(flags)})")
         return reason
 
-    def reject(self, generation_id: str, reason: str, caller: Caller, candidate: int = 0) -> Feedback:
-        """Record that the answer is unacceptable, and why.
+    def reject(
+        self, generation_id: str, reason: str, caller: Caller, candidate: int = 0, rubric: dict | None = None
+    ) -> Feedback:
+        """Record that the answer is unacceptable, and why (rubric ratings optional).
 
         Raises:
-            UserError: the reason is empty.
+            UserError: the reason is empty, or the ratings are invalid.
         """
         if not isinstance(reason, str) or not reason.strip():
             raise UserError("a rejection needs a reason")
         check_text(reason, "the reason")
-        return self._judge(generation_id, caller, action="reject", candidate=candidate, reason=reason)
+        ratings = self._ratings(rubric)
+        return self._judge(generation_id, caller, action="reject", candidate=candidate, reason=reason, rubric=ratings)
 
     def rank(self, generation_id: str, order: list | str, caller: Caller) -> Feedback:
         """Record a ranking of a generation's candidates, best first.

@@ -5,7 +5,8 @@ returning), triggers the background trainer every ``retrain_threshold`` judgemen
 status, versions, and activation. Reviewers and roles always come from the login, passed in by
 the caller from the server-side request, never from request data.
 
-The actions are grouped by who takes them: ``review.py`` (asking and judging),
+The actions are grouped by who takes them: ``review.py`` (asking and judging), ``team.py`` (the
+review queue: import, Next, skip, adjudication),
 ``comparing.py`` (blind A/B comparison) and ``admin.py`` (the loop, versions, styles and the
 state the UI reads); ``base.py`` holds the state and the steps they share.
 """
@@ -16,9 +17,19 @@ from .admin import AdminActions
 from .base import LOCAL_USER, Caller
 from .comparing import ComparisonActions
 from .review import ReviewActions
+from .team import Pregenerator, TeamActions
 
 __all__ = ["HITLService", "Caller", "LOCAL_USER"]
 
 
-class HITLService(ReviewActions, ComparisonActions, AdminActions):
-    """Ask, judge, compare, retrain, inspect and activate (constructed as ``ServiceBase``)."""
+class HITLService(ReviewActions, TeamActions, ComparisonActions, AdminActions):
+    """Ask, judge, work through the queue, compare, retrain, inspect and activate (constructed as
+    ``ServiceBase``; ``pregenerator`` prepares queued items' candidates once started)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.pregenerator = Pregenerator(self, self.settings.pregenerate)
+
+    def close(self) -> None:
+        """Stop the background work this service started (the model and trainer are closed by their owner)."""
+        self.pregenerator.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+import time
 from typing import Callable, Iterator
 
 
@@ -24,6 +25,7 @@ class AnswerActivity:
         self._idle = threading.Event()
         self._idle.set()
         self._listeners: list[Callable[[bool], None]] = []
+        self._last_end = time.monotonic()
 
     @contextlib.contextmanager
     def answering(self) -> Iterator[None]:
@@ -41,6 +43,7 @@ class AnswerActivity:
                 self._active -= 1
                 last = self._active == 0
                 if last:
+                    self._last_end = time.monotonic()
                     self._idle.set()
             if last:
                 self._notify(False)
@@ -53,6 +56,27 @@ class AnswerActivity:
     def wait_idle(self, timeout_s: float | None = None) -> bool:
         """Block until no answer is being generated; False if ``timeout_s`` passed first."""
         return self._idle.wait(timeout_s)
+
+    def wait_quiet(self, quiet_s: float, stop: threading.Event | None = None) -> bool:
+        """Block until no answer has been generated for ``quiet_s`` seconds; False if ``stop`` was set first.
+
+        Background work that itself generates (candidates prepared ahead) waits for this rather
+        than for ``wait_idle``, so a clinician who has just had an answer and asks again finds the
+        model free.
+        """
+        while stop is None or not stop.is_set():
+            if not self._idle.wait(0.5):  # checks ``stop`` at least twice a second
+                continue
+            with self._lock:
+                left = quiet_s - (time.monotonic() - self._last_end) if self._active == 0 else quiet_s
+            if left <= 0:
+                return True
+            if stop is not None:
+                if stop.wait(left):
+                    return False
+            else:
+                time.sleep(left)
+        return False
 
     def subscribe(self, listener: Callable[[bool], None]) -> None:
         """Call ``listener(True)`` when answering starts and ``listener(False)`` when it stops."""

@@ -3,7 +3,8 @@
 A round runs its stages in order, each logging one line with its figures:
 
 1. rows: the new judgements, a seeded replay sample of older ones, held-out ones left out
-   (``build_rows``);
+   (``build_rows``); with several reviews per queued item, only resolved items' consensus,
+   adjudications and edits (``feedback.team``);
 2. SFT on the accepted and edited answers (``sft.train_sft``);
 3. the preference stage: DPO on pairs, else KTO on labels (``preference.train_preference``;
    see ``--train-method``);
@@ -41,6 +42,7 @@ from ..evaluation.version_eval import EvalSets, VersionReport, build_eval_sets, 
 from ..feedback.ledger import FeedbackLedger, Judgement
 from ..feedback.records import BASE_VERSION
 from ..feedback.store import FeedbackStore
+from ..feedback.team import training_judgements
 from ..feedback.training_rows import TrainingRows, build_rows
 from ..versions.manifest import Manifest, PreferenceMetrics, RoundMetrics
 from ..versions.registry import Registry
@@ -209,10 +211,10 @@ class RoundRunner:
         With a round budget, the replay sample is the largest (up to ``--replay-size``) whose
         estimated training time leaves the evaluation its estimated time.
         """
-        self.ledger.refresh()
         cursor = self.registry.consumed_cursor()
-        new = self.ledger.judgements(after=cursor)
-        older = [j for j in self.ledger.judgements() if j.offset < cursor]
+        usable = self._usable()
+        new = [j for j in usable if j.offset >= cursor]
+        older = [j for j in usable if j.offset < cursor]
         seed = self.training.seed + len(self.registry.versions())
 
         def rows_with(replay_size: int) -> tuple[TrainingRows, str | None]:
@@ -248,6 +250,14 @@ class RoundRunner:
                 log.info("round budget %.0f s: replay cut from %d to %d judgements", self.training.round_budget_s, asked, used)
         log.info("rows: %d new judgement(s), %s; preference method %s", len(new), rows.counts, method or "none")
         return _RoundRows(new=new, rows=rows, method=method, budget=budget)
+
+    def _usable(self) -> list[Judgement]:
+        """The judgements training may use: all of them, or with ``--reviews-per-item`` above 1 the
+        consensus of resolved items, adjudications and every edit (``feedback.team``)."""
+        self.ledger.refresh()
+        return training_judgements(
+            self.ledger.judgements(), self.training.reviews_per_item, self.training.consensus_threshold
+        )
 
     def _stage_times(self) -> _StageTimes:
         """Seconds per SFT step, per preference row and for a full evaluation, from the newest version
@@ -319,7 +329,7 @@ class RoundRunner:
         base cache) when they were measured with this evaluation's key; the base's, once measured,
         are cached.
         """
-        sets = build_eval_sets(self.ledger.judgements(), self.evaluation)
+        sets = build_eval_sets(self._usable(), self.evaluation)
         key = self._eval_key(sets)
         judge = self._clinical_judge(ModelView.base(model), tokenizer, sets, key)
         report = evaluate_version(

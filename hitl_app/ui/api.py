@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..core.errors import UserError
 from ..feedback.records import Feedback
 from ..service.service import HITLService
 from ..service.views import AskReply, CompareReply, JudgementReply, VoteReply
@@ -55,6 +56,37 @@ class ApiHandlers:
         """Reject a candidate (default the first) of a generation, with a reason."""
         return self._saved(self.service.reject(generation_id, reason, self.login(request), candidate))
 
+    def api_rate(
+        self,
+        generation_id: str,
+        action: str,
+        rubric: dict,
+        request: gr.Request,
+        candidate: int = 0,
+        text: str | None = None,
+        reason: str | None = None,
+        override_reason: str | None = None,
+    ) -> dict:
+        """Accept, edit (``text``) or reject (``reason``) a candidate with rubric ratings {axis: level}
+        (--rubric on; the axes are in /rubric). Ratings of likely or severe harm on an accepted answer
+        need ``override_reason``."""
+        caller = self.login(request)
+        if action == "accept":
+            fb = self.service.accept(generation_id, caller, candidate, override_reason, rubric)
+        elif action == "edit":
+            fb = self.service.edit(generation_id, text, caller, candidate, override_reason, rubric)
+        elif action == "reject":
+            fb = self.service.reject(generation_id, reason, caller, candidate, rubric)
+        else:
+            raise UserError(f"a rated judgement accepts, edits or rejects; {action!r} is none of these")
+        return self._saved(fb)
+
+    def api_rubric(self, request: gr.Request) -> dict:
+        """The rubric's axes and levels (best first), and whether ratings are on (--rubric on)."""
+        self.login(request)
+        rubric = self.service.rubric
+        return {"on": rubric is not None, "axes": [a.model_dump() for a in rubric.axes] if rubric else []}
+
     def api_rank(self, generation_id: str, order: list | str, request: gr.Request) -> dict:
         """Rank a generation's candidates best first: ``[2, [0, 1]]`` or ``"2 > 0 = 1"`` (0 and 1
         tie); ``[]`` or ``"none"``: all unacceptable."""
@@ -62,6 +94,50 @@ class ApiHandlers:
 
     def _saved(self, fb: Feedback) -> dict:
         return JudgementReply.of(fb, self.service.since_last_version()).to_json()
+
+    # ----- the review queue -----
+    def api_next(self, request: gr.Request) -> dict:
+        """Take the next queued item: item_id, generation_id, prompt, candidates and version
+        (item_id null when nothing is left for you), with your progress. Judge it with /accept,
+        /edit, /reject or /rank on the generation_id."""
+        return self.service.next_item(self.login(request)).to_json()
+
+    def api_skip(self, item_id: str, request: gr.Request) -> dict:
+        """Pass on an item you took; returns your progress."""
+        return self.service.skip(item_id, self.login(request)).to_json()
+
+    def api_agreement(self, request: gr.Request) -> dict:
+        """Krippendorff's alpha (team and per batch), pairwise Cohen's kappa, each reviewer's
+        agreement with the consensus, and the number of items behind each figure."""
+        return self.service.agreement(self.login(request)).model_dump(mode="json")
+
+    def api_adjudications(self, request: gr.Request) -> list:
+        """Items whose reviewers disagree, with their judgements side by side (admin)."""
+        return [a.to_json() for a in self.service.adjudications(self.login(request))]
+
+    def api_adjudicate(
+        self,
+        item_id: str,
+        action: str,
+        request: gr.Request,
+        candidate: int = 0,
+        order: list | str | None = None,
+        reason: str | None = None,
+    ) -> dict:
+        """Settle a disputed item (admin): action accept or reject (a reason) a candidate, or rank (``order``)."""
+        return self.service.adjudicate(item_id, self.login(request), action, candidate, order, reason).to_json()
+
+    def api_audit(
+        self,
+        request: gr.Request,
+        who: str | None = None,
+        kind: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        page: int = 1,
+    ) -> dict:
+        """One page of the audit log, newest first (admin): filter by who, kind and ISO dates."""
+        return self.service.audit(self.login(request), who, kind, since, until, page).to_json()
 
     # ----- the loop -----
     def api_status(self, request: gr.Request) -> dict:
@@ -127,20 +203,31 @@ def register_api(h: ApiHandlers, model_queue: dict) -> None:
         h: the endpoints' callbacks.
         model_queue: the queue settings (concurrency id and limit) shared by everything that generates.
     """
-    generates = model_queue
-    gr.api(user_errors(h.api_ask), api_name="ask", **generates)
-    gr.api(user_errors(h.api_accept), api_name="accept")
-    gr.api(user_errors(h.api_edit), api_name="edit")
-    gr.api(user_errors(h.api_reject), api_name="reject")
-    gr.api(user_errors(h.api_rank), api_name="rank")
-    gr.api(user_errors(h.api_status), api_name="status")
-    gr.api(user_errors(h.api_retrain), api_name="retrain")
-    gr.api(user_errors(h.api_activate), api_name="activate")
-    gr.api(user_errors(h.api_versions), api_name="versions")
-    gr.api(user_errors(h.api_compare), api_name="compare", **generates)
-    gr.api(user_errors(h.api_vote), api_name="vote")
-    gr.api(user_errors(h.api_comparison), api_name="comparison")
-    gr.api(user_errors(h.api_results), api_name="compare_results")
-    gr.api(user_errors(h.api_styles), api_name="styles")
-    gr.api(user_errors(h.api_style_check), api_name="style_check")
-    gr.api(user_errors(h.api_remove_style_check), api_name="remove_style_check")
+    endpoints = (  # name, callback, whether it generates (and so shares the model's queue)
+        ("ask", h.api_ask, True),
+        ("accept", h.api_accept, False),
+        ("edit", h.api_edit, False),
+        ("reject", h.api_reject, False),
+        ("rank", h.api_rank, False),
+        ("rate", h.api_rate, False),
+        ("rubric", h.api_rubric, False),
+        ("next", h.api_next, True),
+        ("skip", h.api_skip, False),
+        ("agreement", h.api_agreement, False),
+        ("adjudications", h.api_adjudications, False),
+        ("adjudicate", h.api_adjudicate, False),
+        ("audit", h.api_audit, False),
+        ("status", h.api_status, False),
+        ("retrain", h.api_retrain, False),
+        ("activate", h.api_activate, False),
+        ("versions", h.api_versions, False),
+        ("compare", h.api_compare, True),
+        ("vote", h.api_vote, False),
+        ("comparison", h.api_comparison, False),
+        ("compare_results", h.api_results, False),
+        ("styles", h.api_styles, False),
+        ("style_check", h.api_style_check, False),
+        ("remove_style_check", h.api_remove_style_check, False),
+    )
+    for name, callback, generates in endpoints:
+        gr.api(user_errors(callback), api_name=name, **(model_queue if generates else {}))

@@ -1,7 +1,8 @@
 """The Dashboard tab: the loop at a glance in Gradio's own plots, and the admin's taught styles.
 
 The plots are refreshed by a ``gr.Timer`` from one read of the service (``dashboard_data``); the
-frames they draw are built by the pure functions of ``figures``.
+frames they draw are built by the pure functions of ``figures``. The reviewers' agreement tables
+(``agreement.AgreementSection``) follow the same timer.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ class DashboardReader(Protocol):
         ...
 
 
-def build_dashboard(service: DashboardReader, demo: gr.Blocks, every_s: float = 5.0) -> list[gr.components.Component]:
+def build_dashboard(
+    service: DashboardReader, demo: gr.Blocks, every_s: float = 5.0, timer: gr.Timer | None = None
+) -> list[gr.components.Component]:
     """Lay out the Dashboard tab's plots inside the current Blocks context; returns them in order.
 
-    They are filled when the page loads and on every tick of a ``gr.Timer``; the refresh is not
-    an API endpoint.
+    They are filled when the page loads and on every tick of ``timer`` (a new ``gr.Timer`` of
+    ``every_s`` when none is given; the app passes the one its agreement tables also follow); the
+    refresh is not an API endpoint.
     """
     series = {"x": "version", "y": "value", "color": "series"}
     plots: list[gr.components.Component] = []
@@ -61,7 +65,7 @@ def build_dashboard(service: DashboardReader, demo: gr.Blocks, every_s: float = 
     def redraw() -> dict:
         return dict(zip(plots, refresh(service.dashboard_data())))
 
-    timer = gr.Timer(every_s)
+    timer = timer or gr.Timer(every_s)
     gr.on([demo.load, timer.tick], redraw, None, plots, api_visibility="private", show_progress="hidden")
     return plots
 

@@ -1,7 +1,9 @@
-"""Text and cells the UI shows: the version badge, candidate labels, table cells and the status panel."""
+"""Text and cells the UI shows: the version badge, candidate labels, table cells, the status panel,
+the queue's progress line, and user text made literal in Markdown."""
 
 from __future__ import annotations
 
+from ..service.team_views import ProgressView
 from ..service.views import FastPathState, ServiceStatus
 
 
@@ -63,3 +65,21 @@ def status_markdown(s: ServiceStatus) -> str:
         lines.append(f"**Store:** {s.corrupt_lines} corrupt line(s) skipped (see the log)")
     lines.append(decoding_line(s.fast_path))
     return "\n\n".join(lines)
+
+
+# Characters Markdown gives a meaning to: text from users and imported files is shown as typed.
+_MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_{}[]()#+-.!|~>"})
+
+
+def md_text(text: str) -> str:
+    """``text`` as literal Markdown on one line: markup escaped, newlines as breaks (safe in a table cell)."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").translate(_MARKDOWN_SPECIAL)
+    return "<br>".join(escaped.splitlines())
+
+
+def queue_progress_line(p: ProgressView) -> str:
+    """The Review tab's line on the reviewer's progress through the team's queue."""
+    return (
+        f"**Queue:** {p.done} done, {p.skipped} skipped, {p.left} left of {p.queued} queued "
+        f"· {p.reviews_per_item} review(s) per item"
+    )
