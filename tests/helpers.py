@@ -177,3 +177,32 @@ QUESTION_SET = [
     {"question": "When is a fever in an adult an emergency?", "answer": "With a stiff neck, confusion or a rash.",
      "specialty": "general"},
 ]  # fmt: skip
+
+
+def one_dpo_step(dataset, base: Path, workdir: Path) -> tuple[float, bool]:
+    """Train one TRL ``DPOTrainer`` step with LoRA on ``dataset`` (an exported DPO set as loaded);
+    returns the logged loss and whether the LoRA weights changed (the base's never do)."""
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    torch.manual_seed(0)
+    args = DPOConfig(
+        output_dir=str(workdir), per_device_train_batch_size=2, max_steps=1, learning_rate=5e-3,
+        lr_scheduler_type="constant", max_length=256, logging_steps=1, save_strategy="no", report_to=[],
+        use_cpu=True, disable_tqdm=True, dataloader_num_workers=0, loss_type=["sigmoid"],
+        activation_checkpointing=False, precompute_ref_log_probs=False,
+    )  # fmt: skip
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    trainer = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(base), args=args, train_dataset=dataset,
+        processing_class=AutoTokenizer.from_pretrained(base), peft_config=lora,
+    )  # fmt: skip
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert before and all("lora_" in n for n in before)
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert trainer.state.global_step == 1 and len(losses) == 1
+    after = dict(trainer.model.named_parameters())
+    return float(losses[0]), any(not torch.equal(b, after[n]) for n, b in before.items())

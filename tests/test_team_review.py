@@ -4,6 +4,7 @@ adjudication, rubric, candidates generated ahead, and the loop from import to ex
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from hitl_app.core.errors import PermissionDeniedError, UserError
 from hitl_app.feedback.queue_records import Claim
 from hitl_app.service.base import Caller
+from tests.helpers import one_dpo_step
 
 ADMIN = Caller("admin", "admin")
 A, B, C = Caller("dr-a"), Caller("dr-b"), Caller("dr-c")
@@ -227,6 +229,8 @@ def test_import_next_judge_consensus_retrain_export(team, tmp_path: Path, make_s
     rows = load_dataset(str(out))["train"]
     assert rows.num_rows == 2 and rows[0]["chosen"][-1]["role"] == "assistant"
     assert set(rows["reviewer"]) == {"reviewer-1"}  # the consensus, under a pseudonym
+    loss, lora_changed = one_dpo_step(rows, tiny_base, tmp_path / "dpo-step")  # TRL reads it as it is
+    assert math.isfinite(loss) and lora_changed
 
 
 def test_a_large_set_is_screened_by_worker_processes_with_the_same_result(tmp_path: Path, monkeypatch) -> None:
