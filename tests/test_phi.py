@@ -37,6 +37,9 @@ POSITIVE = [
         "Mr Jones was admitted. Jones reports nausea.", ["Jones"], {"NAME": 2}, id="name-recurs-bare"
     ),
     pytest.param("Patient Information for Mr Hughes", ["Hughes"], {"NAME": 1}, id="name-after-rejected-cue"),
+    pytest.param("Mr Vũ was seen", ["Vũ"], {"NAME": 1}, id="name-vietnamese"),
+    pytest.param("Dr Thies Röhrdanz called", ["Thies", "Röhrdanz"], {"NAME": 1}, id="name-umlaut"),
+    pytest.param("patient Bayzettin Çamurcuoğlu-Soylu", ["Bayzettin", "Çamurcuoğlu"], {"NAME": 1}, id="name-turkish"),
     # medical record numbers
     pytest.param("MRN 12345678", ["12345678"], {"MRN": 1}, id="mrn"),
     pytest.param("MRN: A1234567", ["A1234567"], {"MRN": 1}, id="mrn-letter"),
@@ -78,6 +81,30 @@ POSITIVE = [
     pytest.param("born on 1962-03-14", ["1962-03-14"], {"DOB": 1}, id="dob-iso"),
     pytest.param("D.O.B. 14.03.62", ["14.03.62"], {"DOB": 1}, id="dob-dotted"),
     pytest.param("DOB: Jan 5, 1980", ["Jan 5, 1980"], {"DOB": 1}, id="dob-month-first"),
+    # dates tied to the patient's stay, and ages over 89 (HIPAA Safe Harbor)
+    pytest.param(
+        "Admitted 14/03/2024, discharged 16/03/2024", ["14/03/2024", "16/03/2024"], {"DATE": 2}, id="admission-dates"
+    ),
+    pytest.param("date of death: 2 June 2025", ["2 June 2025"], {"DATE": 1}, id="date-of-death"),
+    pytest.param("a 94-year-old man with sepsis", ["94"], {"AGE": 1}, id="age-over-89"),
+    pytest.param("patient aged 101, frail", ["101"], {"AGE": 1}, id="age-aged"),
+    # US identifiers with their check digits where they have one
+    pytest.param("Medicare number 1EG4-TE5-MK73", ["1EG4-TE5-MK73"], {"MBI": 1}, id="mbi-dashed"),
+    pytest.param("MBI 1EG4TE5MK73 on file", ["1EG4TE5MK73"], {"MBI": 1}, id="mbi"),
+    pytest.param("NPI 1234567893 signed", ["1234567893"], {"NPI": 1}, id="npi-cued"),
+    pytest.param("prescriber 1245319599 on the form", ["1245319599"], {"NPI": 1}, id="npi-bare-check-digit"),
+    pytest.param("card 4111 1111 1111 1111 was charged", ["4111 1111 1111 1111"], {"CARD": 1}, id="card-luhn"),
+    pytest.param("paid with 378282246310005", ["378282246310005"], {"CARD": 1}, id="card-amex"),
+    # network identifiers
+    pytest.param("uploads from 203.0.113.42 nightly", ["203.0.113.42"], {"IP": 1}, id="ipv4"),
+    pytest.param("device 2001:db8:85a3::8a2e:370:7334", ["2001:db8:85a3::8a2e:370:7334"], {"IP": 1}, id="ipv6"),
+    pytest.param(
+        "see https://portal.example.org/patients/88231/results", ["88231"], {"URL": 1}, id="url-with-record"
+    ),
+    # numbers in other numbering plans, and long bare numbers
+    pytest.param("call back on (0121) 496 0350", ["496 0350"], {"PHONE": 1}, id="phone-uk-bracketed-area"),
+    pytest.param("ring 555-849-4909x991 today", ["849-4909"], {"PHONE": 1}, id="phone-extension"),
+    pytest.param("contact 058394981 for the results", ["058394981"], {"PHONE": 1}, id="phone-bare-9-digits"),
 ]
 
 
@@ -115,7 +142,11 @@ NEGATIVE = [
     pytest.param("Na 138, K 4.1, Cr 92 umol/L, Urea 6.1, Hb 135 g/L, Plt 250", id="chemistry"),
     pytest.param("Take 1-2 tablets up to 4 times a day", id="range"),
     pytest.param("Diagnosis ICD-10 I21.9, NDC 0002-3227-30", id="codes"),
-    pytest.param("Admitted 14/03/2024, discharged 16/03/2024", id="admission-dates"),
+    pytest.param("Follow-up on 16/03/2024 in clinic", id="date-not-tied-to-a-stay"),
+    pytest.param("A 72-year-old woman aged 72", id="age-under-90"),
+    pytest.param("Guidance at https://www.nhs.uk/conditions/asthma/ explains inhalers", id="guideline-url"),
+    pytest.param("Software version 3.8.0.1 on the pump", id="version-number"),
+    pytest.param("Hb 135 128 119 over three days", id="lab-values-in-a-row"),
     pytest.param("Ferritin 12 ug/L; B12 250 ng/L; vitamin D 25 nmol/L", id="vitamins"),
     pytest.param("Stage T2 N0 M0 adenocarcinoma", id="tnm"),
     pytest.param("Call 999 or 111 if symptoms worsen", id="emergency-numbers"),

@@ -35,6 +35,7 @@ from .safety_cost import bench_safety
 from .startup import bench_startup
 from .store_read import bench_store
 from .swap import bench_swap
+from .phi_score import bench_phi
 from .team import bench_team
 from .teach import bench_teach
 from .timing import METER, wait_until_quiet
@@ -148,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_step(results, "startup", lambda: bench_startup(cfg, base, tokenizer, root / "startup"))
         if cfg.runs("store"):
             run_step(results, "store", lambda: bench_store(cfg))
+        if cfg.runs("phi"):  # no model: redaction on the generated evaluation set
+            run_step(results, "phi", bench_phi)
         if cfg.runs("team"):  # no model: the review queue, agreement and export at 100k scale
             run_step(results, "team", lambda: bench_team(cfg, root / "team"))
         if cfg.runs("swap"):

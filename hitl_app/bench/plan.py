@@ -13,7 +13,7 @@ QUESTION = "What are the warning signs of a stroke, and what should someone do i
 # Benchmark names for --only, in the order they run. Candidates run before the trainer process
 # starts, as they measure serving while the trainer is idle.
 BENCHMARKS: tuple[str, ...] = (
-    "startup", "store", "team", "swap", "candidates", "concurrency", "decode", "safety", "retrain", "rounds", "answers",
+    "startup", "store", "phi", "team", "swap", "candidates", "concurrency", "decode", "safety", "retrain", "rounds", "answers",
     "teach",
 )
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from .answers import QUIET_CORES
 from .figures import fmt
+from .phi_score import GOALS as PHI_GOALS
 from .team import GOALS as TEAM_GOALS
 
 GOALS = {
@@ -28,6 +29,10 @@ GOALS = {
     "store_max_read_s": 2.0,  # a fresh ledger reading 100k records
     "concurrency_min_throughput_ratio": 3.0,  # aggregate tok/s, 8 clients at once / one client in turn
     "concurrency_max_p95_ratio": 3.0,  # p95 latency, 8 clients at once / one client in turn
+    "phi_min_recall": PHI_GOALS["recall"],  # identifiers found, on the generated evaluation set
+    "phi_min_name_recall": PHI_GOALS["name_recall"],
+    "phi_min_clean_unchanged": PHI_GOALS["clean_unchanged"],  # identifier-free sentences left as they were
+    "phi_max_p95_ms": PHI_GOALS["p95_ms"],  # one redaction of a 1,000-character text
     "team_import_max_s": TEAM_GOALS["import_s"],  # import of a 100k-question set into the review queue
     "team_next_max_p99_s": TEAM_GOALS["next_p99_s"],  # Next, p99, with 100k items queued and 10k judgements made
     "team_agreement_max_s": TEAM_GOALS["agreement_cold_s"],  # agreement over 100k judgements, first (uncached) call
@@ -84,6 +89,9 @@ def evaluate_goals(results: dict[str, Any]) -> dict[str, Any]:
         goals["team_export_within_20s"] = all(
             team["export"][kind]["wall_s"] <= GOALS["team_export_max_s"] for kind in ("dpo", "raw")
         )
+    phi = results.get("phi") or {}
+    if "recall" in phi:
+        goals.update({f"phi_{name}": met for name, met in phi["goals"].items()})
     decode = results.get("decode") or {}
     if "best_fast_tokens_per_s" in decode:
         goals["decode_fast_path_40_tokens_per_s"] = decode["best_fast_tokens_per_s"] >= GOALS["decode_min_tokens_per_s"]
@@ -340,6 +348,19 @@ def _store_rows(store: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _phi_rows(phi: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
+    by_type = ", ".join(f"{kind} {recall:.2f}" for kind, recall in phi["recall_by_type"].items())
+    return [
+        (f"0c. redaction on the generated set: recall, {sum(phi['identifiers'].values())} identifiers",
+         fmt(phi["recall"], "", 1, 3), f">= 0.98: {fmt(goals.get('phi_recall'))}; {by_type}"),
+        ("    names found", fmt(phi["recall_by_type"].get("NAME"), "", 1, 3), f">= 0.97: {fmt(goals.get('phi_name_recall'))}"),
+        (f"    clean sentences unchanged ({phi['clean_sentences']})", fmt(phi["clean_unchanged"], "", 1, 3),
+         f">= 0.98: {fmt(goals.get('phi_clean_unchanged'))}"),
+        ("    one redaction of 1,000 characters: p50 / p95", f"{fmt(phi['p50_ms'], '', 1, 2)} / {fmt(phi['p95_ms'], ' ms', 1, 2)}",
+         f"p95 <= 5 ms: {fmt(goals.get('phi_p95_ms'))}"),
+    ]
+
+
 def _team_rows(team: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
     imp = team["import"]
     rows: list[Row] = [
@@ -389,6 +410,7 @@ def _concurrency_rows(c: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
 _SECTIONS = (
     ("startup", "first_answer_s", _startup_rows),
     ("store", "read_s", _store_rows),
+    ("phi", "recall", _phi_rows),
     ("team", "import", _team_rows),
     ("concurrency", "throughput_ratio", _concurrency_rows),
     ("swap", "median_swap_s", _swap_rows),

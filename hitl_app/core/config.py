@@ -294,7 +294,10 @@ class Settings(BaseSettings):
 
     # --- safety ---
     redact_phi: bool = Field(
-        True, description="Replace names, MRNs, phone numbers, emails, addresses, SSNs and dates of birth before storing."
+        True,
+        description="Replace personal identifiers with typed placeholders before storing: cued names, record and NHS "
+        "numbers, phones, emails, addresses, SSNs, dates of birth, admission and discharge, ages over 89, Medicare (MBI), "
+        "NPI and card numbers, IP addresses and identifying URLs (docs/safety.md lists what is covered).",
     )
     redteam_prompts: int = Field(
         6, description="Adversarial and benign red-team prompts (each) answered by every new version before publishing."

@@ -38,7 +38,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
-PHI_TYPES: tuple[str, ...] = ("NAME", "MRN", "NHS", "PHONE", "EMAIL", "ADDRESS", "SSN", "DOB")
+PHI_TYPES: tuple[str, ...] = (
+    "NAME", "MRN", "NHS", "PHONE", "EMAIL", "ADDRESS", "SSN", "DOB", "MBI", "NPI", "CARD", "IP", "URL", "DATE", "AGE",
+)  # fmt: skip
 
 
 class Redaction(BaseModel):
@@ -116,12 +118,23 @@ _NAME_CUE = (
     rf"|{_RELATIVE}\s+of\s+|(?:[Hh]is|[Hh]er|[Tt]heir)\s+{_RELATIVE}(?:\s*,\s*|\s+)"
     r"|[Oo]n\s+behalf\s+of\s+|[Aa]ccompanied\s+by\s+|(?:[Nn]ext\s+of\s+kin|NOK)\s*:?\s*)"
 )
-# O'Brien, D'Souza, McDonald, MacLeod, Anna-Marie, Smith-Jones.
-_NAME_WORD = r"(?:[A-Z][a-z]*['’])?(?:Ma?c)?[A-Z][a-z]+(?:-[A-Z][a-z]+)*"
+
+
+def _latin(keep: Callable[[str], bool]) -> str:
+    """A character class of the Latin letters (basic, Latin-1, Extended-A and -B, Extended
+    Additional) that ``keep`` accepts, so names such as Żal, Vũ and Röhrdanz are words too."""
+    codes = [*range(0x41, 0x250), *range(0x1E00, 0x1F00)]
+    return "[" + "".join(re.escape(chr(c)) for c in codes if chr(c).isalpha() and keep(chr(c))) + "]"
+
+
+_UP = _latin(str.isupper)
+_LOW = _latin(str.islower)
+# O'Brien, D'Souza, McDonald, MacLeod, Anna-Marie, Smith-Jones, Çamurcuoğlu.
+_NAME_WORD = rf"(?:{_UP}{_LOW}*['’])?(?:Ma?c)?{_UP}{_LOW}+(?:-{_UP}{_LOW}+)*"
 _PARTICLE = r"(?:van|von|de|der|den|da|del|della|di|du|la|le|bin|ibn|al|el)"
 # Up to two initials ("J. Doe", "J.D. Smith"), then one to three words ("Maria de la Cruz").
 _NAME_PHRASE = (
-    rf"(?:(?:[A-Z]\.\s?){{1,2}}|[A-Z]\s)?{_NAME_WORD}(?:\s(?:{_PARTICLE}\s){{0,2}}{_NAME_WORD}){{0,2}}(?![A-Za-z])"
+    rf"(?:(?:{_UP}\.\s?){{1,2}}|{_UP}\s)?{_NAME_WORD}(?:\s(?:{_PARTICLE}\s){{0,2}}{_NAME_WORD}){{0,2}}(?!{_UP}|{_LOW})"
 )
 _NAME = re.compile(rf"(?P<lead>(?<![\w.]){_NAME_CUE}(?:{_TITLE})?|(?<![\w.]){_TITLE})(?P<name>{_NAME_PHRASE})")
 
@@ -164,7 +177,7 @@ def _pick_name(m: re.Match[str]) -> tuple[int, int] | None:
         if len(token) > 1 and (token in _NOT_NAMES or _EPONYM_TAIL.match(text, word.end())):
             break
         end = word.end()
-    if end == start or not re.search(r"[a-z]", text[start:end]):
+    if end == start or not re.search(_LOW, text[start:end]):
         return None  # nothing left, or initials only
     # After "my patient, " a name is an aside closed by punctuation; otherwise the comma
     # introduced an ordinary sentence ("Discussed with patient, Paracetamol 1 g given").
@@ -206,14 +219,96 @@ def _pick_valid_nhs(m: re.Match[str]) -> tuple[int, int] | None:
     return m.span("v") if _nhs_check_digit_ok(re.sub(r"\D", "", m.group("v"))) else None
 
 
+def luhn_ok(digits: str) -> bool:
+    """Whether a digit string ends in its Luhn check digit (card numbers; NPIs after an 80840 prefix)."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 1:
+            d = d * 2 - 9 if d * 2 > 9 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _pick_card(m: re.Match[str]) -> tuple[int, int] | None:
+    digits = re.sub(r"\D", "", m.group())
+    return m.span() if 13 <= len(digits) <= 19 and len(set(digits)) > 1 and luhn_ok(digits) else None
+
+
+def _pick_npi(m: re.Match[str]) -> tuple[int, int] | None:
+    """A bare 10-digit number starting 1 or 2 whose last digit is the NPI check digit."""
+    return m.span("v") if luhn_ok("80840" + m.group("v")) else None
+
+
+def _pick_old_age(m: re.Match[str]) -> tuple[int, int] | None:
+    """An age over 89: Safe Harbor counts it as an identifier (few people are that old)."""
+    group = "v" if m.group("v") is not None else "v2"
+    return m.span(group) if 90 <= int(m.group(group)) <= 130 else None
+
+
+# Four dotted numbers after one of these are a version, not an IP address.
+_VERSION_CUE = re.compile(r"(?i:\b(?:version|ver\.?|v|firmware|software|release|build)\s*)\Z")
+# A number right after one of these is a code (a drug's NDC, a diagnosis, a batch), not a phone number.
+_CODE_CUE = re.compile(r"(?i:\b(?:NDC|ICD(?:-?10|-?9)?|SNOMED|LOINC|CPT|lot|batch)\b[\s:#]*)\Z")
+
+
+def _phone_shaped(candidate: str) -> bool:
+    """9 to 15 digits, with a bracketed area code, a leading +, or a group of 4 or more digits."""
+    digits = re.sub(r"\D", "", candidate)
+    if not 9 <= len(digits) <= 15:
+        return False
+    return "(" in candidate or candidate.startswith("+") or any(len(g) >= 4 for g in re.findall(r"\d+", candidate))
+
+
 def _pick_phone(m: re.Match[str]) -> tuple[int, int] | None:
     # A cue followed by a short number ("phone 2 times") is not a phone number.
     return m.span("v") if 7 <= len(re.sub(r"\D", "", m.group("v"))) <= 15 else None
 
 
+# MBI: CMS's 11-character Medicare Beneficiary Identifier (no letters S, L, O, I, B, Z), often
+# written in groups of 4, 3 and 4.
+_MBI_A = "[AC-HJKMNP-RT-Y]"
+_MBI_AN = "[AC-HJKMNP-RT-Y0-9]"
+_MBI = rf"[1-9]{_MBI_A}{_MBI_AN}\d-?{_MBI_A}{_MBI_AN}\d-?{_MBI_A}{_MBI_A}\d\d"
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+# A URL carries an identifier when its path or query holds a number of 4 or more digits, an email,
+# or a key that names a person or record; a guideline's address ("nhs.uk/conditions/asthma/") does not.
+_URL = r"(?:https?://|www\.)[^\s<>\"']+"
+_URL_IDENTIFIES = re.compile(r"\d{4,}|@|(?i:[?&/](?:patient|user|mrn|id|uid|name|email|account)[=/_-])")
+
 # Order matters: specific, cued rules first, so an MRN or a date of birth is not taken for a phone.
 _RULES: tuple[_Rule, ...] = (
+    _Rule("URL", re.compile(_URL), lambda m: m.span() if _URL_IDENTIFIES.search(m.group()) else None),
     _Rule("EMAIL", re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")),
+    _Rule(
+        "IP",
+        re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.\d)"),
+        lambda m: None if _VERSION_CUE.search(m.string, 0, m.start()) else m.span(),
+    ),
+    _Rule("IP", re.compile(r"(?<![\w:])(?i:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){7}|(?:[0-9a-f]{1,4}:){1,6}:[0-9a-f]{1,4}(?::[0-9a-f]{1,4})*)(?![\w:])")),
+    _Rule("CARD", re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-]|[.,]\d)"), _pick_card),
+    _Rule("MBI", re.compile(rf"(?<![\w-]){_MBI}(?![\w-])")),
+    _Rule(
+        "NPI",
+        re.compile(r"(?i:\bNPI)(?:\s*(?i:number|no\.?|#))?\s*[:#]?\s*(?P<v>\d{10})(?!\d)"),
+    ),
+    _Rule(
+        "DATE",
+        re.compile(
+            r"(?i:\badmitted(?:\s+(?:on|to\s+\w+\s+on))?|\badmission(?:\s+date)?(?:\s+(?:on|of))?|\bdate\s+of\s+"
+            r"(?:admission|discharge|death)|\bdischarged(?:\s+(?:home|to\s+\w+))?(?:\s+on)?|\bdischarge(?:\s+date)?"
+            r"|\bdied(?:\s+on)?|\bdate\s+of\s+surgery|\boperated\s+on)"
+            rf"\s*(?:[:=-]|is|was)?\s*(?P<v>{_DATE})"
+        ),
+    ),
+    _Rule(
+        "AGE",
+        re.compile(
+            r"(?i:(?<![\w.])(?P<v>\d{2,3})(?:[- ]?years?[- ]old|[- ]?y(?:ea)?rs?\b|[- ]?y/?o\b)"
+            r"|\baged?\s*:?\s*(?P<v2>\d{2,3})\b)"
+        ),
+        _pick_old_age,
+    ),
     _Rule(
         "SSN",
         re.compile(
@@ -251,6 +346,7 @@ _RULES: tuple[_Rule, ...] = (
         ),
         _pick_phone,
     ),
+    _Rule("NPI", re.compile(r"(?<![\w+(/.,-])(?P<v>[12]\d{9})(?![\w/-]|[.,]\d)"), _pick_npi),
     # Bare NHS numbers are written in spaces or not at all; dashed 3-3-4 is left to the US phone rule.
     _Rule(
         "NHS",
@@ -260,9 +356,24 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("PHONE", re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(0\))?(?:[ .-]?\d){6,13}(?![\w-]|[.,]\d)")),
     _Rule(
         "PHONE",
-        re.compile(r"(?<![\w+/.-])(?:\(\d{3}\)[ ]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w/-]|[.,]\d)"),
+        re.compile(
+            r"(?<![\w+/.-])(?:(?:00|\+)1[ .-]?)?(?:\(\d{3}\)[ ]?|\d{3}[ .-])\d{3}[ .-]\d{4}"
+            r"(?:\s*(?i:x|ext\.?)\s*\d{1,5})?(?![\w/-]|[.,]\d)"
+        ),
     ),
     _Rule("PHONE", re.compile(r"(?<![\w+./-])0[1-9](?:[ -]?\d){8,9}(?![\w/-]|[.,]\d)")),
+    # Other numbering plans: groups of digits with a group of 4 or more, or an area code in
+    # brackets, 9 to 15 digits in all; lab values in a row ("135 128 119") have no such group.
+    _Rule(
+        "PHONE",
+        re.compile(
+            r"(?<![\w+/.-])\+?(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:[ .-]?\(?\d{2,5}\)?){1,4}(?:\s*(?i:x|ext\.?)\s*\d{1,5})?"
+            r"(?![\w/-]|[.,]\d)"
+        ),
+        lambda m: m.span() if _phone_shaped(m.group()) and not _CODE_CUE.search(m.string, 0, m.start()) else None,
+    ),
+    # Any other run of 9 to 15 digits is an identifying number of some kind (clinical values are shorter).
+    _Rule("PHONE", re.compile(r"(?<![\w+./-])\d{9,15}(?![\w/-]|[.,]\d)")),
     _Rule("ADDRESS", re.compile(_STREET)),
     # A ZIP code is only taken after a state ("Springfield, IL 62704") or a cue; the state itself is kept.
     _Rule(
