@@ -107,8 +107,8 @@ def create_service(settings: Settings) -> HITLService:
 
 def seed_queue(service: HITLService) -> None:
     """On a first start (nothing ever imported), queue the shipped patient questions, so a new team
-    has a set to work through; an admin imports their own beside it or instead."""
-    service.sync_queue()
+    has a set to work through; an admin imports their own beside it or instead (the service read
+    the queue when it was built)."""
     if service.queue.batches:
         return
     report = import_questions(

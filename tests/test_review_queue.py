@@ -49,6 +49,16 @@ def test_order_is_priority_then_flagged_then_oldest(tmp_path: Path) -> None:
     assert [i.prompt for i in queue.items()] == ["d", "b", "c", "a"]
 
 
+def test_a_later_batchs_flagged_item_goes_before_earlier_unflagged_ones(tmp_path: Path) -> None:
+    store = QueueStore(tmp_path)
+    add_batch(store, ["a", "b"])
+    queue = ReviewQueue(store)
+    queue.refresh()
+    add_batch(store, ["c", "d"], flagged=(1,))
+    queue.refresh()  # merged into the order read before, not appended after it
+    assert [i.prompt for i in queue.items()] == ["d", "a", "b", "c"]
+
+
 def test_items_count_only_once_their_batch_record_is_stored(tmp_path: Path) -> None:
     store = QueueStore(tmp_path)
     orphan = QueueItem(reviewer="admin", batch_id="never-committed", prompt="half-imported")

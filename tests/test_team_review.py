@@ -270,3 +270,32 @@ def test_background_generation_waits_for_a_quiet_spell() -> None:
     with activity.answering():
         stop.set()
         assert activity.wait_quiet(0.3, stop) is False  # stopping wins over waiting
+
+
+def test_two_imports_at_once_store_each_question_once(tmp_path: Path) -> None:
+    from hitl_app.feedback.queue import ReviewQueue
+    from hitl_app.feedback.store import QueueStore
+    from hitl_app.safety.checker import SafetyChecker
+    from hitl_app.service import importing
+
+    path = write_set(tmp_path / "set.jsonl", [{"question": f"Is dose {i} of ibuprofen safe?"} for i in range(50)])
+    start = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def run(name: str) -> None:
+        queue = ReviewQueue(QueueStore(tmp_path / "feedback"))  # a store of its own, as another process has
+        start.wait()
+        try:
+            outcomes.append(importing.import_questions(path, "admin", queue, SafetyChecker(), batch=name).imported)
+        except UserError as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=run, args=(f"batch {i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    queue = ReviewQueue(QueueStore(tmp_path / "feedback"))
+    queue.refresh()
+    assert queue.size == 50 and len({i.prompt for i in queue.items()}) == 50
+    assert sorted(map(str, outcomes))[0] == "50" and "nothing to import" in sorted(map(str, outcomes))[1]

@@ -12,13 +12,18 @@ judgements of queued items (``note_judged``), never owned here. The rules:
   reload shows the same item rather than taking a second slot.
 - **Races.** Choosing and claiming happen under the queue store's lock (``QueueStore.locked``),
   after reading what other writers appended, so two reviewers never both take the k-th slot.
+  Within a process, every method holds the queue's own lock, so a refresh in one thread never
+  applies records another thread is applying, nor changes what another is reading.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Callable, TypeVar
 
 from .queue_records import Claim, ImportBatch, QueueItem, Skip
 from .records import utc_now
@@ -26,6 +31,18 @@ from .store import QueueStore
 
 # How long a claim without a judgement holds its slot.
 CLAIM_TTL = timedelta(hours=1)
+_T = TypeVar("_T")
+
+
+def _locked(method: Callable[..., _T]) -> Callable[..., _T]:
+    """Run ``method`` holding the queue's lock (re-entrant: locked methods call each other)."""
+
+    @functools.wraps(method)
+    def run(self: "ReviewQueue", *args, **kwargs) -> _T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return run
 
 
 @dataclass
@@ -70,6 +87,7 @@ class ReviewQueue:
     def __init__(self, store: QueueStore, reviews_per_item: int = 1) -> None:
         self.store = store
         self.k = reviews_per_item
+        self._lock = threading.RLock()
         self._cursor = 0
         self._items: dict[str, _ItemState] = {}
         self._order: list[tuple] = []  # sorted order keys of the committed items
@@ -81,6 +99,7 @@ class ReviewQueue:
         self._early_judged: dict[str, set[str]] = {}  # judgements noted before their item was read
 
     # ----- reading -----
+    @_locked
     def refresh(self) -> None:
         """Apply every queue record appended since the last refresh (by any process)."""
         result = self.store.read(self._cursor)
@@ -107,8 +126,8 @@ class ReviewQueue:
                 self._seen.setdefault(reviewer, set()).add(item.id)
             if len(state.judged) >= self.k:
                 self._full.add(item.id)
-        # Imports append in file order, so a batch usually sorts after the queue: merge, don't re-sort.
-        self._order = sorted(self._order + added) if added and self._order and added[0] < self._order[-1] else self._order + sorted(added)
+        # Two sorted runs: Python's sort merges them in linear time.
+        self._order = sorted(self._order + sorted(added))
 
     def _apply_claim(self, claim: Claim) -> None:
         state = self._items.get(claim.item_id)
@@ -124,6 +143,7 @@ class ReviewQueue:
             state.skipped.add(skip.reviewer)
             self._seen.setdefault(skip.reviewer, set()).add(skip.item_id)
 
+    @_locked
     def note_judged(self, item_id: str, reviewer: str) -> None:
         """Record that ``reviewer`` judged ``item_id`` (from the feedback store's judgements)."""
         state = self._items.get(item_id)
@@ -136,26 +156,31 @@ class ReviewQueue:
             self._full.add(item_id)
 
     # ----- looking up -----
+    @_locked
     def item(self, item_id: str) -> QueueItem | None:
         """The committed item with this id, if any."""
         state = self._items.get(item_id)
         return state.item if state else None
 
+    @_locked
     def claim_of(self, item_id: str, reviewer: str) -> Claim | None:
         """``reviewer``'s claim on ``item_id``, if they took it."""
         state = self._items.get(item_id)
         return state.claims.get(reviewer) if state else None
 
+    @_locked
     def skipped(self, item_id: str, reviewer: str) -> bool:
         """Whether ``reviewer`` skipped ``item_id``."""
         state = self._items.get(item_id)
         return state is not None and reviewer in state.skipped
 
+    @_locked
     def first_claim(self, item_id: str) -> Claim | None:
         """The earliest claim on the item: its generation is the one every reviewer of it sees."""
         state = self._items.get(item_id)
         return min(state.claims.values(), key=lambda c: c.created_at) if state and state.claims else None
 
+    @_locked
     def open_claim(self, reviewer: str, now: datetime | None = None) -> QueueItem | None:
         """The oldest item ``reviewer`` claimed and has neither judged nor skipped (nor let lapse)."""
         now = now or utc_now()
@@ -165,6 +190,7 @@ class ReviewQueue:
                 return state.item
         return None
 
+    @_locked
     def available(self, item_id: str, reviewer: str, now: datetime | None = None) -> bool:
         """Whether ``reviewer`` may take a slot of ``item_id`` now."""
         state = self._items.get(item_id)
@@ -172,6 +198,7 @@ class ReviewQueue:
             return False
         return state.taken(now or utc_now()) < self.k
 
+    @_locked
     def peek(self, reviewer: str, now: datetime | None = None) -> QueueItem | None:
         """The item ``reviewer`` would get next: their open claim, else the first available in order."""
         now = now or utc_now()
@@ -188,6 +215,7 @@ class ReviewQueue:
                 return state.item
         return None
 
+    @_locked
     def upcoming(self, limit: int, now: datetime | None = None) -> list[QueueItem]:
         """The first ``limit`` items in order that still have a free slot and no claim yet: the ones
         to generate candidates for ahead of time."""
@@ -201,6 +229,7 @@ class ReviewQueue:
                 out.append(state.item)
         return out
 
+    @_locked
     def reprioritise(self, item_id: str, flagged: bool) -> None:
         """Move an item among the safety-flagged ones (its candidates were flagged) or back."""
         state = self._items.get(item_id)
@@ -211,6 +240,7 @@ class ReviewQueue:
         state.order = (state.order[0], 0 if flagged else 1, *state.order[2:])
         bisect.insort(self._order, state.order)
 
+    @_locked
     def progress(self, reviewer: str, now: datetime | None = None) -> ReviewerProgress:
         """What ``reviewer`` has done, skipped and may still take."""
         now = now or utc_now()
@@ -232,6 +262,7 @@ class ReviewQueue:
         """Items judged by ``k`` reviewers."""
         return len(self._full)
 
+    @_locked
     def items(self) -> list[QueueItem]:
         """Every committed item, in queue order."""
         return [self._items[key[3]].item for key in self._order]

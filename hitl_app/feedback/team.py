@@ -90,13 +90,15 @@ def training_judgements(judgements: list[Judgement], k: int, threshold: float) -
         out.extend(j for j in review.reviews if j.feedback.action == "edit")
         if review.adjudications:
             out.append(review.adjudications[-1])
-        elif len(review.reviewers) >= k:
+        else:
             out.extend(consensus_judgements(review, k, threshold))
     return sorted(out, key=lambda j: j.offset)
 
 
 def consensus_judgements(review: ItemReview, k: int, threshold: float) -> list[Judgement]:
     """The consensus of a resolved item as judgements by ``consensus`` (none if it is not resolved)."""
+    if len(review.reviewers) < k:
+        return []
     resolution = review.resolution(threshold)
     if resolution.status != "resolved":
         return []
@@ -135,7 +137,6 @@ def resolved_count(judgements: list[Judgement], k: int, threshold: float, after:
     for review in items.values():
         if review.adjudications:
             count += review.adjudications[-1].offset >= after
-        elif len(review.reviewers) >= k and item_state(review, k, threshold) == "resolved":
-            made = consensus_judgements(review, k, threshold)
-            count += bool(made) and made[0].offset >= after
+        elif made := consensus_judgements(review, k, threshold):  # empty unless k reviewers agree
+            count += made[0].offset >= after
     return count

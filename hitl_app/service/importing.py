@@ -25,7 +25,7 @@ from ..core.errors import UserError, check_text
 from ..feedback.queue import ReviewQueue
 from ..feedback.queue_records import ImportBatch, QueueItem
 from ..feedback.question_sets import DEFAULT_MAX_BYTES, Columns, QuestionRow, QuestionSet, read_question_set
-from ..feedback.records import SafetyFlag
+from ..feedback.records import SafetyFlag, new_id
 from ..feedback.training_rows import normalise
 from ..safety.checker import SafetyChecker
 
@@ -91,7 +91,8 @@ def import_questions(
     Args:
         path: a JSONL, CSV or Parquet file, or a folder saved by ``datasets``.
         importer: who imports it (the login, or the system user for the command line).
-        queue: the queue to add to; refreshed first, so duplicates of any earlier import are found.
+        queue: the queue to add to; read again under its store's lock before storing, so repeats
+            of any earlier import, by any process, are found.
         safety: redaction and the input guard.
         redact: replace identifiers before storing (``--redact-phi``).
         columns: which column holds what (guessed from the usual names when not given).
@@ -108,56 +109,59 @@ def import_questions(
     report = progress or (lambda fraction, message: None)
     report(0.0, f"reading {Path(path).name}")
     qset = read_question_set(Path(path), columns, max_bytes)
+    name = _batch_name(batch, qset)
     queue.refresh()
-    name = _batch_name(batch, qset, queue)
-    seen = {normalise(item.prompt) for item in queue.items()}
-    batch_record_id = ImportBatch(reviewer=importer, name=name, source=qset.source, imported=0, duplicates=0, refused=0).id
-    items: list[QueueItem] = []
-    duplicates = refused = 0
-    totals: dict[str, int] = {}
-    total = len(qset.rows)
+    _check_new_name(name, queue)  # before screening, which is most of a large import's time
+    batch_id = new_id()
     screened = _screen_all(qset.rows, safety, redact, report)
+    # Repeats within the set are dropped here; repeats of the queue below, under the store's lock.
+    within: dict[str, QueueItem] = {}
     for row, (texts, found, refusal) in zip(qset.rows, screened):
-        for kind, count in found.items():
-            totals[kind] = totals.get(kind, 0) + count
-        question = texts[0]
-        key = normalise(question)
-        if key in seen:
-            duplicates += 1
+        key = normalise(texts[0])
+        if key in within:
             continue
-        seen.add(key)
-        flags = [] if refusal is None else [SafetyFlag(kind="input_refused", severity="medium", explanation=refusal)]
-        refused += refusal is not None
         rest = iter(texts[1:])
-        items.append(
-            QueueItem(
-                reviewer=importer,
-                batch_id=batch_record_id,
-                prompt=question,
-                reference=next(rest) if row.reference is not None else None,
-                context=next(rest) if row.context is not None else None,
-                external_id=row.external_id,
-                metadata=row.metadata,
-                priority=priority,
-                flags=flags,
-                redactions=found,
-            )
+        within[key] = QueueItem(
+            reviewer=importer,
+            batch_id=batch_id,
+            prompt=texts[0],
+            reference=next(rest) if row.reference is not None else None,
+            context=next(rest) if row.context is not None else None,
+            external_id=row.external_id,
+            metadata=row.metadata,
+            priority=priority,
+            flags=[] if refusal is None else [SafetyFlag(kind="input_refused", severity="medium", explanation=refusal)],
+            redactions=found,
         )
-    if not items:
-        raise UserError(f"nothing to import: all {total} question(s) of {qset.source} are already in the queue or repeat each other")
-    record = ImportBatch(
-        id=batch_record_id,
-        reviewer=importer,
-        name=name,
-        source=qset.source,
-        imported=len(items),
-        duplicates=duplicates,
-        refused=refused,
-        redactions=totals,
-    )
-    report(0.92, f"storing {len(items)} question(s)")
-    queue.store.append_many([*items, record])  # the batch record last: it commits the items
-    queue.refresh()
+    report(0.92, f"storing up to {len(within)} question(s)")
+    # Deciding what is new and storing it is one step under the queue store's lock, so two imports
+    # (in the app and from a shell) never both store a question or a batch name.
+    with queue.store.locked():
+        queue.refresh()
+        _check_new_name(name, queue)
+        queued = {normalise(item.prompt) for item in queue.items()}
+        items = [item for key, item in within.items() if key not in queued]
+        if not items:
+            raise UserError(
+                f"nothing to import: all {len(qset.rows)} question(s) of {qset.source} are already in the queue "
+                "or repeat each other"
+            )
+        totals: dict[str, int] = {}
+        for item in items:
+            for kind, count in item.redactions.items():
+                totals[kind] = totals.get(kind, 0) + count
+        record = ImportBatch(
+            id=batch_id,
+            reviewer=importer,
+            name=name,
+            source=qset.source,
+            imported=len(items),
+            duplicates=len(qset.rows) - len(items),
+            refused=sum(1 for item in items if item.flags),
+            redactions=totals,
+        )
+        queue.store.append_many([*items, record])  # the batch record last: it commits the items
+        queue.refresh()
     result = ImportReport.of(record, qset.columns, time.perf_counter() - started)
     log.info("%s: %s in %.1f s", importer, result.summary(), result.seconds)
     report(1.0, result.summary())
@@ -219,13 +223,16 @@ def _screen_chunk(rows: list[QuestionRow]) -> list[Screened]:
     return [screen_row(row, safety, redact) for row in rows]
 
 
-def _batch_name(batch: str | None, qset: QuestionSet, queue: ReviewQueue) -> str:
+def _check_new_name(name: str, queue: ReviewQueue) -> None:
+    if any(b.name == name for b in queue.batches.values()):
+        raise UserError(f"a batch named {name!r} was already imported; choose another name with --batch")
+
+
+def _batch_name(batch: str | None, qset: QuestionSet) -> str:
     if batch is not None:
         name = check_text(batch, "the batch name").strip()
         if not name:
             raise UserError("the batch name is empty")
     else:
         name = f"{qset.source} {time.strftime('%Y-%m-%d %H:%M')}"
-    if any(b.name == name for b in queue.batches.values()):
-        raise UserError(f"a batch named {name!r} was already imported; choose another name with --batch")
     return name

@@ -60,11 +60,10 @@ class TeamActions(ServiceBase):
             UserError: the file, a column or a question is unusable; nothing is stored.
         """
         self._require_admin(caller, "import question sets")
-        with self._queue_lock:
-            report = import_questions(
-                path, caller.username, self.queue, self.safety, redact=self.settings.redact_phi,
-                columns=columns, batch=batch, priority=priority, progress=progress,
-            )  # fmt: skip
+        report = import_questions(
+            path, caller.username, self.queue, self.safety, redact=self.settings.redact_phi,
+            columns=columns, batch=batch, priority=priority, progress=progress,
+        )  # fmt: skip
         self.pregenerator.wake()
         return report
 
