@@ -23,7 +23,9 @@ like identifiers and are not: doses, vitals, lab values, drug and disease names.
   keep dates, ranges, ratios and decimals out.
 
 Rules run in a fixed order on the text as redacted so far; placeholders contain no digits and
-no lower-case letters, so no rule matches one, and redacting twice changes nothing.
+no lower-case letters, so no rule matches one, and redacting twice changes nothing. A rule is
+only searched for when the text holds the digits (or the characters, such as ``@``) that any of
+its matches needs: most clinical text has few digits, and this skips most searches.
 """
 
 from __future__ import annotations
@@ -68,6 +70,16 @@ class _Rule:
     kind: str  # placeholder type, one of PHI_TYPES
     pattern: re.Pattern[str]
     pick: _Pick | None = None  # default: the span of group "v", else the whole match
+    # Cheap tests that skip the search when it cannot succeed: most rules need some digits
+    # (``digits``: the fewest that any redacted match holds), some need a character sequence
+    # (``needs``: one of these must be in the text). Placeholders hold neither, so what holds
+    # for the text as given holds for it as redacted so far.
+    digits: int = 0
+    needs: tuple[str, ...] = ()
+
+    def may_match(self, text: str, digits: int) -> bool:
+        """Whether this rule can redact anything in ``text``, which holds ``digits`` digits."""
+        return digits >= self.digits and (not self.needs or any(s in text for s in self.needs))
 
 
 # ----- shared pieces -----
@@ -276,21 +288,25 @@ _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _URL = r"(?:https?://|www\.)[^\s<>\"']+"
 _URL_IDENTIFIES = re.compile(r"\d{4,}|@|(?i:[?&/](?:patient|user|mrn|id|uid|name|email|account)[=/_-])")
 
+_DIGIT = re.compile(r"\d")  # the digits the rules' \d matches (any decimal digit)
+
 # Order matters: specific, cued rules first, so an MRN or a date of birth is not taken for a phone.
 _RULES: tuple[_Rule, ...] = (
-    _Rule("URL", re.compile(_URL), lambda m: m.span() if _URL_IDENTIFIES.search(m.group()) else None),
-    _Rule("EMAIL", re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")),
+    _Rule("URL", re.compile(_URL), lambda m: m.span() if _URL_IDENTIFIES.search(m.group()) else None, needs=("://", "www.")),
+    _Rule("EMAIL", re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), needs=("@",)),
     _Rule(
         "IP",
         re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.\d)"),
         lambda m: None if _VERSION_CUE.search(m.string, 0, m.start()) else m.span(),
+        digits=4,
     ),
-    _Rule("IP", re.compile(r"(?<![\w:])(?i:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){7}|(?:[0-9a-f]{1,4}:){1,6}:[0-9a-f]{1,4}(?::[0-9a-f]{1,4})*)(?![\w:])")),
-    _Rule("CARD", re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-]|[.,]\d)"), _pick_card),
-    _Rule("MBI", re.compile(rf"(?<![\w-]){_MBI}(?![\w-])")),
+    _Rule("IP", re.compile(r"(?<![\w:])(?i:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){7}|(?:[0-9a-f]{1,4}:){1,6}:[0-9a-f]{1,4}(?::[0-9a-f]{1,4})*)(?![\w:])"), needs=(":",)),
+    _Rule("CARD", re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-]|[.,]\d)"), _pick_card, digits=13),
+    _Rule("MBI", re.compile(rf"(?<![\w-]){_MBI}(?![\w-])"), digits=5),
     _Rule(
         "NPI",
         re.compile(r"(?i:\bNPI)(?:\s*(?i:number|no\.?|#))?\s*[:#]?\s*(?P<v>\d{10})(?!\d)"),
+        digits=10,
     ),
     _Rule(
         "DATE",
@@ -300,6 +316,7 @@ _RULES: tuple[_Rule, ...] = (
             r"|\bdied(?:\s+on)?|\bdate\s+of\s+surgery|\boperated\s+on)"
             rf"\s*(?:[:=-]|is|was)?\s*(?P<v>{_DATE})"
         ),
+        digits=3,
     ),
     _Rule(
         "AGE",
@@ -308,6 +325,7 @@ _RULES: tuple[_Rule, ...] = (
             r"|\baged?\s*:?\s*(?P<v2>\d{2,3})\b)"
         ),
         _pick_old_age,
+        digits=2,
     ),
     _Rule(
         "SSN",
@@ -315,8 +333,9 @@ _RULES: tuple[_Rule, ...] = (
             r"(?i:\bSSN|\bsocial\s+security(?:\s+(?:number|no\.?))?)\s*(?:#|:|is)?\s*"
             r"(?P<v>\d{3}[-\s]?\d{2}[-\s]?\d{4})(?![\d-])"
         ),
+        digits=9,
     ),
-    _Rule("SSN", re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])")),
+    _Rule("SSN", re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])"), digits=9),
     _Rule(
         "MRN",
         re.compile(
@@ -324,12 +343,14 @@ _RULES: tuple[_Rule, ...] = (
             r"|\bpatient\s+(?:id|identifier|number|no\.?)|\bunit\s+number|\bchart\s+(?:number|no\.?|#))"
             r"\s*(?:[:#=]|is)?\s*(?P<v>(?=[A-Z0-9-]*\d)[A-Z0-9][A-Z0-9-]{3,15})(?![\w-])"
         ),
+        digits=1,
     ),
     _Rule(
         "NHS",
         re.compile(
             r"\bNHS\s*(?i:number|no\.?|num|#)?\s*[:#]?\s*(?P<v>\d{3}[\s-]?\d{3}[\s-]?\d{4})(?![\w-])"
         ),
+        digits=10,
     ),
     _Rule(
         "DOB",
@@ -337,6 +358,7 @@ _RULES: tuple[_Rule, ...] = (
             r"(?i:\bDOB|\bD\.O\.B\.?|\bdate\s+of\s+birth|\bbirth\s*date|\bborn(?:\s+on)?)"
             rf"\s*(?:[:=-]|is|was)?\s*(?P<v>{_DATE})"
         ),
+        digits=3,
     ),
     _Rule(
         "PHONE",
@@ -345,23 +367,26 @@ _RULES: tuple[_Rule, ...] = (
             r"(?P<v>\+?\(?\d[\d().\- ]{5,17}\d)(?![\w-])"
         ),
         _pick_phone,
+        digits=7,
     ),
-    _Rule("NPI", re.compile(r"(?<![\w+(/.,-])(?P<v>[12]\d{9})(?![\w/-]|[.,]\d)"), _pick_npi),
+    _Rule("NPI", re.compile(r"(?<![\w+(/.,-])(?P<v>[12]\d{9})(?![\w/-]|[.,]\d)"), _pick_npi, digits=10),
     # Bare NHS numbers are written in spaces or not at all; dashed 3-3-4 is left to the US phone rule.
     _Rule(
         "NHS",
         re.compile(r"(?<![\w+(/.,-])(?<!\+1 )(?P<v>\d{3} \d{3} \d{4}|\d{10})(?![\w/-]|[.,]\d)"),
         _pick_valid_nhs,
+        digits=10,
     ),
-    _Rule("PHONE", re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(0\))?(?:[ .-]?\d){6,13}(?![\w-]|[.,]\d)")),
+    _Rule("PHONE", re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(0\))?(?:[ .-]?\d){6,13}(?![\w-]|[.,]\d)"), digits=7),
     _Rule(
         "PHONE",
         re.compile(
             r"(?<![\w+/.-])(?:(?:00|\+)1[ .-]?)?(?:\(\d{3}\)[ ]?|\d{3}[ .-])\d{3}[ .-]\d{4}"
             r"(?:\s*(?i:x|ext\.?)\s*\d{1,5})?(?![\w/-]|[.,]\d)"
         ),
+        digits=10,
     ),
-    _Rule("PHONE", re.compile(r"(?<![\w+./-])0[1-9](?:[ -]?\d){8,9}(?![\w/-]|[.,]\d)")),
+    _Rule("PHONE", re.compile(r"(?<![\w+./-])0[1-9](?:[ -]?\d){8,9}(?![\w/-]|[.,]\d)"), digits=10),
     # Other numbering plans: groups of digits with a group of 4 or more, or an area code in
     # brackets, 9 to 15 digits in all; lab values in a row ("135 128 119") have no such group.
     _Rule(
@@ -371,18 +396,20 @@ _RULES: tuple[_Rule, ...] = (
             r"(?![\w/-]|[.,]\d)"
         ),
         lambda m: m.span() if _phone_shaped(m.group()) and not _CODE_CUE.search(m.string, 0, m.start()) else None,
+        digits=9,
     ),
     # Any other run of 9 to 15 digits is an identifying number of some kind (clinical values are shorter).
-    _Rule("PHONE", re.compile(r"(?<![\w+./-])\d{9,15}(?![\w/-]|[.,]\d)")),
-    _Rule("ADDRESS", re.compile(_STREET)),
+    _Rule("PHONE", re.compile(r"(?<![\w+./-])\d{9,15}(?![\w/-]|[.,]\d)"), digits=9),
+    _Rule("ADDRESS", re.compile(_STREET), digits=1),
     # A ZIP code is only taken after a state ("Springfield, IL 62704") or a cue; the state itself is kept.
     _Rule(
         "ADDRESS",
         re.compile(
             rf"(?<![\w-])(?:{_US_STATE},?|(?i:zip(?:\s*code)?)\s*:?)\s+(?P<v>\d{{5}}(?:-\d{{4}})?)(?![\w-]|[.,]\d)"
         ),
+        digits=5,
     ),
-    _Rule("ADDRESS", re.compile(rf"(?<![\w-]){_UK_POSTCODE}")),
+    _Rule("ADDRESS", re.compile(rf"(?<![\w-]){_UK_POSTCODE}"), digits=1),
 )
 
 
@@ -427,9 +454,11 @@ def redact(text: str) -> Redaction:
         result again returns it unchanged with no counts.
     """
     counts: Counter[str] = Counter()
+    digits = len(_DIGIT.findall(text))
     for rule in _RULES:
-        text, n, _ = _substitute(text, rule.pattern, rule.kind, rule.pick)
-        counts[rule.kind] += n
+        if rule.may_match(text, digits):
+            text, n, _ = _substitute(text, rule.pattern, rule.kind, rule.pick)
+            counts[rule.kind] += n
     text, n = _redact_names(text)
     counts["NAME"] += n
     found = {kind: n for kind in PHI_TYPES if (n := counts[kind])}
