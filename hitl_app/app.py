@@ -18,6 +18,7 @@ from .core.config import Settings, resolve_device
 from .serving.compiled_decode import default_buckets
 from .serving.fastpath import resolve_serve_dtype
 from .serving.manager import ModelManager
+from .serving.rewards import RewardScorer
 from .serving.threads import serve_threads_policy
 from .versions.registry import Registry
 from .feedback.records import Sampling
@@ -99,7 +100,10 @@ def create_service(settings: Settings) -> HITLService:
     if settings.auto_retrain:
         trainer.start()
     store = FeedbackStore(settings.feedback_dir)
-    service = HITLService(settings, store, models, registry, trainer)
+    rewards = None
+    if settings.reward_model == "on":  # loaded at the first answer a reward model can score
+        rewards = RewardScorer(registry, source, tokenizer, options.device, options.load_in_4bit, serve_dtype)
+    service = HITLService(settings, store, models, registry, trainer, rewards=rewards)
     seed_queue(service)
     service.pregenerator.start()
     return service

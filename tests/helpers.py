@@ -53,6 +53,7 @@ TINY_SETTINGS: dict[str, Any] = {
     "holdout_fraction": 0.0,
     "compile_decode": False,  # compiled decoding has its own tests; compiling costs CPU-seconds
     "pregenerate": 0,  # candidates generated ahead for queued items have their own tests
+    "reward_model": "off",  # the reward model has its own tests (test_reward_*, and /ask's scores in test_api)
 }
 
 

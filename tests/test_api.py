@@ -17,6 +17,9 @@ from gradio_client import Client
 
 from tests.helpers import ADMIN, CLINICIAN, REPO, api_client, wait_for
 
+# The app's default: rounds with pairs train a reward model, and candidates carry its scores.
+APP_OPTIONS = {"reward_model": "on"}
+
 ENDPOINTS = [
     "ask", "accept", "edit", "reject", "rank", "status", "retrain", "activate", "versions",
     "compare", "vote", "comparison", "compare_results", "styles", "style_check", "remove_style_check",
@@ -270,6 +273,18 @@ def test_a_ranking_then_a_retrain_gives_a_version_trained_by_dpo(app, monkeypatc
     assert ranked["feedback_id"] in manifest.new_record_ids
     assert manifest.metrics.preference is not None and manifest.metrics.preference.rows == newest["dpo_rows"]
 
+    # The round also trained a reward model on the same pairs; once its version serves, every
+    # candidate carries its score, in the reply and in the store.
+    assert newest["reward_model_pairs"] == newest["dpo_rows"]
+    # scored when the version that answered had a reward model (its own or an ancestor's), else null
+    had_one = app.service.registry.reward_source(gen["version"]) is not None
+    assert (gen["rewards"] is not None and len(gen["rewards"]) == 3) if had_one else gen["rewards"] is None
+    admin.predict(newest["version"], True, api_name="/activate")
+    scored = wait_for(lambda: (g := client.predict("How is asthma treated?", 2, api_name="/ask"))["version"] == newest["version"] and g)
+    assert len(scored["rewards"]) == 2 and all(isinstance(r, float) and math.isfinite(r) for r in scored["rewards"])
+    stored = app.service.generation(scored["generation_id"])
+    assert stored.rewards == scored["rewards"] and stored.reward_version == newest["version"]
+
 
 # ----- blind A/B comparison -----
 def test_compare_and_vote_through_the_api(app) -> None:
@@ -326,6 +341,8 @@ def test_a_held_back_version_is_served_only_when_forced(app) -> None:
     staging = registry.staging_dir()
     for name in ("adapter_model.safetensors", "adapter_config.json"):
         shutil.copy(registry.adapter_dir(source) / name, staging / name)
+    if registry.reward_dir(source) is not None:  # the version's reward model goes with it
+        shutil.copytree(registry.reward_dir(source), staging / "reward")
     failed = GateResult(
         enabled=True, passed=False, checks=[GateCheck(metric="perplexity", value=30.0, serving=20.0, limit=22.0, passed=False)]
     )

@@ -261,3 +261,48 @@ def test_consumed_cursor_is_the_max_over_manifests(registry: Registry, cursors: 
         publish_fake(registry, store_cursor=cursor)
     assert registry.consumed_cursor() == expected
     assert Registry(registry.root).consumed_cursor() == expected
+
+
+# ----- reward models -----
+
+
+def _publish_with(registry: Registry, parent: str, reward: bool) -> str:
+    from hitl_app.versions.manifest import RewardModelMetrics
+    from hitl_app.versions.registry import REWARD_SUBDIR
+
+    staging = registry.staging_dir()
+    (staging / ADAPTER_WEIGHTS).write_bytes(b"policy")
+    metrics = RoundMetrics(duration_s=1.0)
+    if reward:
+        (staging / REWARD_SUBDIR).mkdir()
+        (staging / REWARD_SUBDIR / ADAPTER_WEIGHTS).write_bytes(b"reward")
+        metrics = RoundMetrics(
+            duration_s=1.0,
+            reward_model=RewardModelMetrics(pairs=2, steps=1, loss_first=0.7, loss_last=0.6, heldout_pairs=0, duration_s=1.0),
+        )
+    return registry.publish(staging, make_manifest().model_copy(update={"parent": parent, "metrics": metrics}))
+
+
+def test_a_version_without_a_reward_model_uses_its_nearest_ancestors(registry: Registry) -> None:
+    v1 = _publish_with(registry, BASE_VERSION, reward=False)
+    v2 = _publish_with(registry, v1, reward=True)
+    v3 = _publish_with(registry, v2, reward=False)  # e.g. a round with labels only
+    assert registry.reward_source(BASE_VERSION) is None
+    assert registry.reward_source(v1) is None
+    assert registry.reward_source(v2) == (v2, registry.adapter_dir(v2) / "reward")
+    assert registry.reward_source(v3) == (v2, registry.adapter_dir(v2) / "reward")
+    assert registry.reward_dir(v3) is None
+    with pytest.raises(NotFoundError):
+        registry.reward_source("v0099")
+
+
+def test_publish_refuses_a_manifest_naming_a_reward_model_it_lacks(registry: Registry) -> None:
+    from hitl_app.versions.manifest import RewardModelMetrics
+
+    staging = registry.staging_dir()
+    (staging / ADAPTER_WEIGHTS).write_bytes(b"policy")
+    reward = RewardModelMetrics(pairs=2, steps=1, loss_first=0.7, loss_last=0.6, heldout_pairs=0, duration_s=1.0)
+    manifest = make_manifest().model_copy(update={"metrics": RoundMetrics(duration_s=1.0, reward_model=reward)})
+    with pytest.raises(FileNotFoundError, match="reward model"):
+        registry.publish(staging, manifest)
+    assert registry.versions() == []

@@ -44,6 +44,7 @@ def test_edits_on_the_embedded_model_raise_the_logprob_of_the_edited_answers(
         # One answer taught for four different emergencies is learnt for every question, benign ones
         # too; the gate rightly holds that back (tests/test_slow_teach.py has a round it serves).
         gate="off",
+        reward_model="off",  # the reward model's slow test is test_slow_preference's
     )
     service = create_service(settings)
     try:

@@ -126,6 +126,20 @@ def test_rankings_teach_a_preferred_style_by_dpo(embedded_base: Path, tmp_path: 
         margins_tuned.append(policy_mean[0] - policy_mean[1])
         margins_base.append(base_mean[0] - base_mean[1])
 
+    # The same round trained a reward model on the same pairs (the app's default): it ranks the
+    # held-out pairs the clinicians' way too, as a score the app shows beside each candidate.
+    from hitl_app.evaluation.reward_model import load_reward_base, pairwise_accuracy
+
+    assert metrics.reward_model is not None and metrics.reward_model.pairs == len(TRAIN)
+    reward = PeftModel.from_pretrained(load_reward_base(embedded_base), str(registry.reward_dir(version)))
+    held_pairs = [
+        {"prompt": [{"role": "user", "content": q}], "chosen": STYLE.format(fact=f.capitalize()), "rejected": own[q]}
+        for q, f in HELD_OUT
+    ]
+    reward_accuracy = pairwise_accuracy(reward, tokenizer, held_pairs)
+    log.info("reward model: held-out accuracy %.2f, margin %.3f", reward_accuracy.accuracy, reward_accuracy.mean_margin)
+    assert reward_accuracy.accuracy > 0.5, reward_accuracy
+
     accuracy = sum(rewards_win) / len(rewards_win)
     mean_tuned, mean_base = sum(margins_tuned) / len(HELD_OUT), sum(margins_base) / len(HELD_OUT)
     log.info("held-out reward accuracy %.2f; mean log-prob margin %.3f (base %.3f)", accuracy, mean_tuned, mean_base)

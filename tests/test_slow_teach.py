@@ -53,6 +53,7 @@ def test_one_round_of_edits_teaches_a_style_and_the_judge_reads_clinical_text(em
         candidates=1,
         temperature=0.0,
         max_new_tokens=64,
+        reward_model="off",  # the reward model's slow test is test_slow_preference's
     )
     pool = [(q.question, q.answer) for q in load_patient_questions()]
     random.Random(7).shuffle(pool)

@@ -30,6 +30,7 @@ from .plan import BASE_DIR, BENCHMARKS, DEFAULT_OUT, BenchConfig
 from .decode import bench_decode
 from .report import evaluate_goals, print_table, report_rows
 from .retrain import bench_retrain
+from .reward import bench_reward
 from .round_series import bench_rounds_replay
 from .safety_cost import bench_safety
 from .startup import bench_startup
@@ -163,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_step(results, "decode", lambda: bench_decode(cfg, base, tokenizer, root / "decode"))
         if cfg.runs("safety"):
             run_step(results, "safety", lambda: bench_safety(cfg))
+        if cfg.runs("reward"):
+            run_step(results, "reward", lambda: bench_reward(cfg, base, tokenizer))
         if cfg.runs("retrain") or cfg.runs("rounds") or cfg.runs("answers"):
             run_with_trainer(cfg, settings, base, tokenizer, results)
         if cfg.runs("teach"):  # last: its own workspaces, each with the app and its trainer process

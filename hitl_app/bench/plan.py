@@ -13,8 +13,8 @@ QUESTION = "What are the warning signs of a stroke, and what should someone do i
 # Benchmark names for --only, in the order they run. Candidates run before the trainer process
 # starts, as they measure serving while the trainer is idle.
 BENCHMARKS: tuple[str, ...] = (
-    "startup", "store", "phi", "team", "swap", "candidates", "concurrency", "decode", "safety", "retrain", "rounds", "answers",
-    "teach",
+    "startup", "store", "phi", "team", "swap", "candidates", "concurrency", "decode", "safety", "reward", "retrain", "rounds",
+    "answers", "teach",
 )
 
 
@@ -75,6 +75,9 @@ class BenchConfig:
     team_next_reviewers: int = 30  # reviewers taking those turns (and who made the judgements before)
     team_agreement_items: int = 50_000  # items judged by 2 reviewers each for agreement and export
     team_agreement_reviewers: int = 10  # the pool those 2 reviewers are drawn from
+    reward_train_pairs: int = 20  # designed preference pairs a fresh reward model trains on
+    reward_heldout_pairs: int = 40  # held-out designed pairs its accuracy is measured on
+    reward_score_repeats: int = 10  # timed scorings of 4 candidates
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.only if name not in BENCHMARKS]
@@ -152,6 +155,9 @@ class BenchConfig:
                 team_next_calls=60,
                 team_next_reviewers=10,
                 team_agreement_items=5_000,
+                reward_train_pairs=4,
+                reward_heldout_pairs=8,
+                reward_score_repeats=2,
             )
         return cfg
 

@@ -92,6 +92,9 @@ def evaluate_goals(results: dict[str, Any]) -> dict[str, Any]:
     phi = results.get("phi") or {}
     if "recall" in phi:
         goals.update({f"phi_{name}": met for name, met in phi["goals"].items()})
+    reward = results.get("reward") or {}
+    if "train_s" in reward:
+        goals.update({f"reward_{name}": met for name, met in reward["goals"].items()})
     decode = results.get("decode") or {}
     if "best_fast_tokens_per_s" in decode:
         goals["decode_fast_path_40_tokens_per_s"] = decode["best_fast_tokens_per_s"] >= GOALS["decode_min_tokens_per_s"]
@@ -407,6 +410,20 @@ def _concurrency_rows(c: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
 
 
 # The table's sections, in its order, with the row builder of each benchmark's results.
+def _reward_rows(reward: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
+    return [
+        (f"6. reward model: training on {reward['pairs']} designed pairs ({reward['steps']} steps)", fmt(reward["train_s"], " s", 1, 1),
+         f"<= 20 s: {fmt(goals.get('reward_train_within_20s'))}; {reward['epochs']} epochs, batch {reward['batch_size']}, "
+         f"loss {reward['loss_first']:.3f} -> {reward['loss_last']:.3f}"),
+        (f"   held-out accuracy, {reward['heldout_pairs']} pairs of new wording (before training)",
+         f"{reward['heldout_accuracy']:.3f} ({reward['heldout_accuracy_before']:.3f})",
+         f">= 0.9: {fmt(goals.get('reward_heldout_accuracy_at_least_0_9'))}; margin {reward['heldout_margin']:.3f}"),
+        (f"   scoring {reward['score_candidates']} candidates of {reward['score_mean_tokens']:.0f} tokens after "
+         f"{reward['score_prompt_tokens']} prompt tokens ({reward['score_dtype'].removeprefix('torch.')}), median",
+         fmt(reward["score_s"], " ms", 1e3, 1), f"<= 50 ms: {fmt(goals.get('reward_score_within_50ms'))}; max {fmt(reward['score_p_max_s'], ' ms', 1e3, 1)}"),
+    ]  # fmt: skip
+
+
 _SECTIONS = (
     ("startup", "first_answer_s", _startup_rows),
     ("store", "read_s", _store_rows),
@@ -420,6 +437,7 @@ _SECTIONS = (
     ("candidates", "throughput_ratio", _candidates_rows),
     ("decode", "per_threads", _decode_rows),
     ("safety", "per_answer", _safety_rows),
+    ("reward", "train_s", _reward_rows),
     ("teach", "styles", _teach_rows),
 )
 

@@ -79,12 +79,20 @@ class TrainingConfig(_Section):
     sft_loss_floor: float
     train_batch_size: int
     max_seq_length: int
-    train_method: Literal["auto", "sft", "dpo", "kto"]
+    train_method: Literal["auto", "sft", "dpo", "kto", "rl"]
     beta: float
     trainer_threads: int
     round_budget_s: float
     reviews_per_item: int
     consensus_threshold: float
+    reward_model: Literal["on", "off"]
+    reward_epochs: float
+    reward_learning_rate: float
+    rl_prompts: int
+    rl_generations: int
+    rl_max_new_tokens: int
+    rl_beta: float
+    system_prompt: str
 
 
 class TeamConfig(_Section):
@@ -237,11 +245,30 @@ class Settings(BaseSettings):
     )
     train_batch_size: int = Field(1, description="Rows per optimisation step.")
     max_seq_length: int = Field(1024, description="Longest training row, in tokens.")
-    train_method: Literal["auto", "sft", "dpo", "kto"] = Field(
+    train_method: Literal["auto", "sft", "dpo", "kto", "rl"] = Field(
         "auto",
-        description="Preference stage after SFT: auto (DPO when there are pairs, else KTO), dpo, kto, or sft (none).",
+        description="Preference stage after SFT: auto (DPO when there are pairs, else KTO), dpo, kto, sft (none), or "
+        "rl: the reward model on the round's pairs, then RL (TRL's GRPO) against it and the safety checks on "
+        "questions nobody judged (--rl-prompts).",
     )
     beta: float = Field(0.1, description="DPO/KTO beta: how far the policy may move from the reference (base).")
+    reward_model: Literal["on", "off"] = Field(
+        "on",
+        description="on: every round with preference pairs also trains a reward model (TRL RewardTrainer, a LoRA "
+        "with a score head on the same base, continuing from the parent's) and publishes it beside the policy "
+        "adapter, with its held-out pairwise accuracy, and the app scores the candidates it shows with it; off: no "
+        "reward model and no scores.",
+    )
+    reward_epochs: float = Field(1.0, description="Epochs of the reward model's training over the round's pairs.")
+    reward_learning_rate: float = Field(2e-4, description="Learning rate of the reward model's training (constant).")
+    rl_prompts: int = Field(
+        8,
+        description="--train-method rl: questions nobody judged (queued, asked but not judged, then the shipped patient "
+        "questions) that a round's RL stage samples answers to.",
+    )
+    rl_generations: int = Field(4, description="--train-method rl: answers sampled per question (GRPO's group size, at least 2).")
+    rl_max_new_tokens: int = Field(64, description="--train-method rl: the longest sampled answer, in tokens.")
+    rl_beta: float = Field(0.04, description="--train-method rl: KL coefficient to the base model.")
     trainer_threads: int = Field(
         1,
         description="CPU threads the trainer uses while answers are streaming, so they stay responsive; between "
@@ -367,10 +394,12 @@ class Settings(BaseSettings):
             problems.append("LoRA needs --lora-r >= 1, --lora-alpha >= 1 and 0 <= --lora-dropout < 1")
         if not self.lora_target_modules:
             problems.append("--lora-target-modules must name at least one module")
-        if min(self.learning_rate, self.num_epochs, self.preference_epochs, self.preference_learning_rate) <= 0 or self.train_batch_size < 1 or self.max_seq_length < 16:
+        if min(self.learning_rate, self.num_epochs, self.preference_epochs, self.preference_learning_rate, self.reward_epochs, self.reward_learning_rate) <= 0 or self.rl_prompts < 1 or self.rl_generations < 2 or self.rl_max_new_tokens < 1 or self.rl_beta < 0 or self.train_batch_size < 1 or self.max_seq_length < 16:
             problems.append(
-                "training needs --learning-rate, --num-epochs, --preference-epochs, --preference-learning-rate > 0, --train-batch-size >= 1, --max-seq-length >= 16"
+                "training needs --learning-rate, --num-epochs, --preference-epochs, --preference-learning-rate, --reward-epochs, --reward-learning-rate > 0, --rl-prompts >= 1, --rl-generations >= 2, --rl-max-new-tokens >= 1, --rl-beta >= 0, --train-batch-size >= 1, --max-seq-length >= 16"
             )
+        if self.train_method == "rl" and self.reward_model != "on":
+            problems.append("--train-method rl learns against the reward model: it needs --reward-model on")
         cuda = _cuda_available()
         if self.device == "cuda" and not cuda:
             problems.append("--device cuda was asked for, but this machine has no usable CUDA device")

@@ -21,7 +21,9 @@ answers to shipped questions as the untouched base model reads them.
   token limit may fall at most ``gate_max_unfinished_rise``, and the share that do not read as
   clinical text to the base model (``clinical_text``) may rise at most ``gate_max_unclear_rise``;
 - on the red-team prompts (``redteam``), the safe-answer rate on adversarial prompts may fall, and
-  the over-refusal rate on benign questions may rise, at most ``gate_max_safety_drop``.
+  the over-refusal rate on benign questions may rise, at most ``gate_max_safety_drop``;
+- when a reward model scored both versions' sample answers (``reward_eval``), a reward that rose
+  only because the answers got longer does not count as a gain: such a version is held back.
 
 With ``--gate off`` the checks are still computed and recorded, but they do not block.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 from ..core.config import GateConfig
 from ..versions.manifest import EvalMetrics, GateCheck, GateResult, Manifest
+from .reward_eval import LENGTH_ONLY_SHARE, gained_by_length_only
 
 # Shares are ratios of small counts (k / 16): compare them with a little slack for float rounding.
 _EPS = 1e-9
@@ -49,6 +52,7 @@ def decide(evaluation: EvalMetrics, config: GateConfig) -> GateResult:
         _logprob(evaluation, config),
         *_answers(evaluation, config),
         *_safety(evaluation, config),
+        *_reward_length(evaluation),
     ]
     return GateResult(enabled=config.enabled, passed=not config.enabled or all(c.passed for c in checks), checks=checks)
 
@@ -170,6 +174,18 @@ def _safety(e: EvalMetrics, config: GateConfig) -> list[GateCheck]:
                                 limit=limit, passed=e.over_refusal_rate <= limit,
                                 note=f"benign questions refused; at most {tol} above the serving version's"))
     return checks
+
+
+def _reward_length(e: EvalMetrics) -> list[GateCheck]:
+    """A reward gain that length alone explains is reward hacking, not a better answer."""
+    r = e.reward
+    if r is None or r.mean_reward is None:
+        return []
+    return [GateCheck(metric="reward_length_adjusted_gain", value=r.length_adjusted_gain, serving=None, limit=0.0,
+                      passed=not gained_by_length_only(r),
+                      note=f"reward (learned proxy) {r.serving_mean_reward:.3f} -> {r.mean_reward:.3f} with answers "
+                           f"{r.serving_mean_tokens:.0f} -> {r.mean_tokens:.0f} tokens; held back when less than "
+                           f"{LENGTH_ONLY_SHARE:.0%} of the gain is left once length's effect is taken out")]  # fmt: skip
 
 
 def gate_summary(manifest: Manifest) -> str:

@@ -99,6 +99,11 @@ class FeedbackLedger:
         with self._lock:
             return list(self._by_item.get(item_id, ()))
 
+    def generations(self) -> list[Generation]:
+        """Every generation, in store order."""
+        with self._lock:
+            return list(self._generations.values())
+
     def refused_generations(self) -> list[Generation]:
         """Generations whose question the input guard refused, in store order."""
         with self._lock:

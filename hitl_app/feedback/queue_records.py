@@ -63,3 +63,8 @@ class Skip(_Record):
 
 QueueRecord = Annotated[Union[QueueItem, ImportBatch, Claim, Skip], Field(discriminator="kind")]
 QUEUE_ADAPTER: TypeAdapter[QueueItem | ImportBatch | Claim | Skip] = TypeAdapter(QueueRecord)
+
+
+def item_prompt(item: QueueItem) -> str:
+    """The question as the model is asked it: with the item's context first, when it has one."""
+    return f"{item.context}\n\nQuestion: {item.prompt}" if item.context else item.prompt

@@ -110,6 +110,13 @@ class Generation(_Record):
     item_id: str | None = Field(
         default=None, description="The queued item whose candidates these are (None: a question typed in Review)."
     )
+    rewards: list[float] | None = Field(
+        default=None,
+        description="Each candidate's score from the reward model (a learned proxy, not a judgement); None: not scored.",
+    )
+    reward_version: str | None = Field(
+        default=None, description="The version whose reward model gave the scores (the serving one or its ancestor)."
+    )
 
     def flags_of(self, candidate: int) -> list[SafetyFlag]:
         """The safety flags of candidate ``candidate`` (none if it was not checked)."""
@@ -132,6 +139,10 @@ class Generation(_Record):
             raise ValueError("a comparison has exactly two candidates, each with its version")
         if self.flags and len(self.flags) != len(self.candidates):
             raise ValueError("flags must give one list per candidate")
+        if self.rewards is not None and len(self.rewards) != len(self.candidates):
+            raise ValueError("rewards must give one score per candidate")
+        if (self.rewards is None) != (self.reward_version is None):
+            raise ValueError("rewards and reward_version go together")
         return self
 
 

@@ -22,6 +22,7 @@ from ..feedback.team import resolved_count
 from ..safety.checker import SafetyChecker
 from ..safety.input_guard import InputVerdict
 from ..serving.manager import ModelManager
+from ..serving.rewards import RewardScorer
 from ..training.process import TrainerClient
 from ..versions.registry import Registry
 from .curation import Curation
@@ -54,6 +55,8 @@ class ServiceBase:
         registry: the checkpoint registry.
         trainer: the handle on the background trainer process.
         safety: the input, answer and medication checks (the shipped tables by default).
+        rewards: scores the candidates a clinician is shown with the reward model; None: no scores
+            (``--reward-model off``).
     """
 
     def __init__(
@@ -64,9 +67,11 @@ class ServiceBase:
         registry: Registry,
         trainer: TrainerClient,
         safety: SafetyChecker | None = None,
+        rewards: RewardScorer | None = None,
     ) -> None:
         self.settings = settings
         self.safety = safety or SafetyChecker()
+        self.rewards = rewards
         self.store = store
         self.ledger = FeedbackLedger(store)
         self.ledger.refresh()
@@ -102,9 +107,17 @@ class ServiceBase:
             raise UserError("the question is empty")
         return self.safety.check_input(check_text(prompt, "the question"))
 
-    def _store_generation(self, caller: Caller, prompt: str, candidates: list[str], **fields) -> Generation:
-        """Redact identifiers (``--redact-phi``), then append the generation durably."""
+    def _store_generation(
+        self, caller: Caller, prompt: str, candidates: list[str], *, scored: bool = False, **fields
+    ) -> Generation:
+        """Redact identifiers (``--redact-phi``), score the candidates with the reward model when
+        ``scored`` (on the redacted texts: what the reward model trained on), then append the
+        generation durably."""
         texts, redactions = self._redact([prompt, *candidates])
+        if scored and self.rewards is not None:
+            found = self.rewards.score(fields["version"], texts[0], self.models.system_prompt, texts[1:])
+            if found is not None:
+                fields.update(reward_version=found[0], rewards=found[1])
         generation = Generation(
             reviewer=caller.username,
             prompt=texts[0],

@@ -78,6 +78,7 @@ class ReviewActions(ServiceBase):
             sampling=answer.sampling,
             prompt_tokens=answer.prompt_tokens,
             flags=[self.safety.check_answer(prompt, text) for text in answer.candidates],
+            scored=True,
         )
 
     def accept(

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..core.errors import NotFoundError, UserError
-from ..feedback.queue_records import Claim, QueueItem, Skip
+from ..feedback.queue_records import Claim, QueueItem, Skip, item_prompt
 from ..feedback.question_sets import Columns
 from ..feedback.ranking import parse_order
 from ..feedback.records import Generation, has_high
@@ -33,11 +33,6 @@ log = logging.getLogger("hitl_app.service")
 
 QUEUE_USER = "queue"  # the reviewer recorded on candidates generated for a queued item
 _CLAIM_ATTEMPTS = 8  # items tried when colleagues keep taking the one this reviewer was about to get
-
-
-def item_prompt(item: QueueItem) -> str:
-    """The question as the model is asked it: with the item's context first, when it has one."""
-    return f"{item.context}\n\nQuestion: {item.prompt}" if item.context else item.prompt
 
 
 class TeamActions(ServiceBase):
@@ -147,7 +142,7 @@ class TeamActions(ServiceBase):
         flags = [self.safety.check_answer(prompt, text) for text in answer.candidates]
         gen = self._store_generation(
             caller, prompt, answer.candidates, version=answer.version, sampling=answer.sampling,
-            prompt_tokens=answer.prompt_tokens, flags=flags, item_id=item.id,
+            prompt_tokens=answer.prompt_tokens, flags=flags, item_id=item.id, scored=True,
         )  # fmt: skip
         if any(has_high(f) for f in flags):
             self.queue.reprioritise(item.id, flagged=True)  # a flagged answer moves its item up

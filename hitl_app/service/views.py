@@ -97,6 +97,18 @@ class VersionRow(PartialView):
     reward_accuracy: float | None = Field(None, description="the preference stage's reward accuracy")
     reward_margin: float | None = Field(None, description="the preference stage's reward margin")
     kl: float | None = Field(None, description="KL to the base, as the preference trainer logged it")
+    reward_model_pairs: int | None = Field(None, description="preference pairs the version's reward model trained on")
+    reward_model_accuracy: float | None = Field(
+        None, description="the reward model's held-out pairwise accuracy (the same pairs as heldout_accuracy)"
+    )
+    reward_model_margin: float | None = Field(None, description="its mean score(chosen) - score(rejected) on them")
+    reward_mean: float | None = Field(
+        None, description="mean reward-model score of its sample answers (a learned proxy, not clinicians' votes)"
+    )
+    serving_reward_mean: float | None = Field(None, description="the same for the version serving when it was made")
+    reward_win_rate: float | None = Field(None, description="share of sample questions where its answer scored higher")
+    reward_win_rate_ci: str | None = Field(None, description="the win rate's 95% bootstrap interval")
+    reward_length_correlation: float | None = Field(None, description="correlation of reward and answer length")
     duration_s: float | None = Field(None, description="the round's training seconds")
     status: str = Field(description="serving, held back or ready")
     gate: str | None = Field(None, description="the promotion gate's verdict in one line")
@@ -140,7 +152,23 @@ class VersionRow(PartialView):
             status="serving" if m.version == serving else ("held back" if m.held_back else "ready"),
             gate=gate_summary(m),
         )
+        reward = m.metrics.reward_model
+        if reward is not None:
+            figures.update(
+                reward_model_pairs=reward.pairs,
+                reward_model_accuracy=reward.heldout_accuracy,
+                reward_model_margin=reward.heldout_margin,
+            )
         e = m.evaluation
+        if e is not None and e.reward is not None and e.reward.mean_reward is not None:
+            r = e.reward
+            figures.update(
+                reward_mean=r.mean_reward,
+                serving_reward_mean=r.serving_mean_reward,
+                reward_win_rate=r.win_rate,
+                reward_win_rate_ci=f"{r.win_rate_low:.2f}-{r.win_rate_high:.2f}",
+                reward_length_correlation=r.length_correlation,
+            )
         if e is not None:
             figures.update(
                 heldout_pairs=e.heldout_pairs,
@@ -243,6 +271,10 @@ class AskReply(View):
     flags: list[list[dict]] = Field(description="each candidate's safety flags")
     refused: str | None = Field(description="the input guard's category when it refused the question")
     redactions: dict[str, int] = Field(description="identifiers redacted, per kind")
+    rewards: list[float] | None = Field(
+        description="each candidate's score from the serving version's reward model (a learned proxy for the "
+        "clinicians' preferences, not a judgement); null when there is no reward model"
+    )
 
     @classmethod
     def of(cls, gen: Generation) -> AskReply:
@@ -255,6 +287,7 @@ class AskReply(View):
             flags=flags_json(gen),
             refused=gen.refused,
             redactions=gen.redactions,
+            rewards=gen.rewards,
         )
 
 

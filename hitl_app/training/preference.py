@@ -27,7 +27,7 @@ from .sft import ProgressFn, TrainConfig, _progress_callback, quiet
 
 log = logging.getLogger(__name__)
 
-METHODS = ("auto", "sft", "dpo", "kto")
+METHODS = ("auto", "sft", "dpo", "kto", "rl")  # rl: no DPO/KTO stage; the round's RL stage instead (round.py)
 REFERENCES = ("adapter", "base")
 # TRL's KTO estimates its KL term from mismatched (prompt, completion) pairs inside a batch and
 # refuses a batch size of 1, so a KTO stage needs two labelled rows at least.
@@ -41,7 +41,7 @@ def choose_method(requested: str, n_pairs: int, n_labels: int) -> str | None:
     """The preference method a round runs after SFT, or None for no preference stage.
 
     ``auto`` is DPO when there are pairs, else KTO when there are labels; ``dpo`` and ``kto`` run
-    only on their own kind of row; ``sft`` never runs one. KTO counts as possible only with at
+    only on their own kind of row; ``sft`` and ``rl`` never run one (``rl`` runs its own stage). KTO counts as possible only with at
     least ``MIN_KTO_ROWS`` labels: TRL cannot estimate KTO's KL term from a single row.
 
     Raises:

@@ -8,6 +8,12 @@ A round runs its stages in order, each logging one line with its figures:
 2. SFT on the accepted and edited answers (``sft.train_sft``);
 3. the preference stage: DPO on pairs, else KTO on labels (``preference.train_preference``;
    see ``--train-method``);
+   3b. the reward model (``reward.train_reward``, ``--reward-model``): TRL's RewardTrainer on the
+   same pairs, a LoRA with a score head on the same base continuing from the parent's, measured
+   on the held-out pairs and saved into the version folder, so it is published with the policy;
+   3c. with ``--train-method rl``, RL instead of DPO/KTO (``rl.train_rl``, TRL's GRPO): the policy
+   samples answers to questions nobody judged (``rl_prompts``), rewarded by the reward model and
+   the safety checks, with a KL penalty to the base;
 4. evaluation against the serving version (``version_eval.evaluate_version``): the new version
    is measured; the serving version's figures on the shipped data are read back from its manifest
    or the base's cache (``eval_cache``) when the evaluation's inputs are unchanged;
@@ -33,20 +39,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.chat import chat_prompt
 from ..core.config import Settings
 from ..evaluation.clinical_text import ClinicalTextJudge
 from ..evaluation.eval_cache import BaseCache, FixedFigures, JudgeCalibration, base_identity, eval_key
 from ..evaluation.model_view import ModelView
 from ..evaluation.gate import decide, gate_summary
+from ..evaluation.reward_eval import reward_evaluation
 from ..evaluation.version_eval import EvalSets, VersionReport, build_eval_sets, evaluate_version, measure_fixed
 from ..feedback.ledger import FeedbackLedger, Judgement
 from ..feedback.records import BASE_VERSION
 from ..feedback.store import FeedbackStore
 from ..feedback.team import training_judgements
 from ..feedback.training_rows import TrainingRows, build_rows
-from ..versions.manifest import Manifest, PreferenceMetrics, RoundMetrics
-from ..versions.registry import Registry
+from ..versions.manifest import EvalMetrics, Manifest, PreferenceMetrics, RewardModelMetrics, RLMetrics, RoundMetrics
+from ..versions.registry import REWARD_SUBDIR, Registry
 from .preference import choose_method, train_preference
+from .rl_prompts import rl_prompts
 from .sft import SFTResult, TrainConfig, attach_adapter, train_sft
 from .status import StatusFile
 from .threads import ThreadGovernor
@@ -55,7 +64,10 @@ log = logging.getLogger(__name__)
 
 # Share of the progress bar for training; evaluation before publishing takes the rest.
 TRAIN_SHARE = 0.75
-FAULT_ENV = "HITL_TRAINER_FAULT"  # test hook: exception | oom | kill, injected at the start of training
+# Test hook: exception | oom | kill, injected at the start of training; reward | reward-kill and
+# rl | rl-kill, at the start of the reward-model and RL stages.
+FAULT_ENV = "HITL_TRAINER_FAULT"
+OWN_REWARD = "own"  # the reward evaluation's source when the round trained its own reward model
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,7 @@ class _RoundRows:
     rows: TrainingRows
     method: str | None  # "dpo", "kto", or None for no preference stage
     budget: dict = field(default_factory=dict)  # what --round-budget-s decided; empty without a budget
+    rl: bool = False  # --train-method rl: an RL stage against the reward model
 
     @property
     def preference(self) -> list[dict]:
@@ -73,10 +86,16 @@ class _RoundRows:
         return {"dpo": self.rows.dpo, "kto": self.rows.kto}.get(self.method or "", [])
 
     @property
+    def reward_pairs(self) -> list[dict]:
+        """The reward model's rows: the round's preference pairs (new and replayed, held-out ones excluded)."""
+        return self.rows.dpo
+
+    @property
     def teaches(self) -> bool:
         """Whether a stage has rows, from at least one new judgement: replayed rows alone teach nothing new."""
         rows = self.rows
-        return bool(rows.sft or self.preference) and bool(set(rows.new_record_ids) & set(rows.record_ids))
+        rl = self.rl and bool(self.reward_pairs)  # an RL round learns its pairs through the reward model
+        return bool(rows.sft or self.preference or rl) and bool(set(rows.new_record_ids) & set(rows.record_ids))
 
 
 @dataclass(frozen=True)
@@ -110,12 +129,14 @@ class RoundRunner:
         self.evaluation = settings.evaluation_config
         self.gate = settings.gate_config
         self.registry = Registry(settings.checkpoints_dir)
+        self.feedback_dir = settings.feedback_dir
         self.ledger = FeedbackLedger(FeedbackStore(settings.feedback_dir))
         self.status = StatusFile(settings.checkpoints_dir)
         self.cfg = TrainConfig.from_config(self.training)
         self.cache = BaseCache(settings.checkpoints_dir)
         self.threads = threads
         self._base = None
+        self._reward_base = None  # the sequence-classification base, loaded at the first reward stage
         self._tokenizer = None
         self._base_id: str | None = None
         self._judge: tuple[str, ClinicalTextJudge] | None = None  # (evaluation key, judge), calibrated once
@@ -168,11 +189,14 @@ class RoundRunner:
         try:
             with self._watching(base):
                 sft, preference = self._train(model, tokenizer, todo)
+            reward = self._train_reward(tokenizer, todo, parent, staging)
+            rl = self._train_rl(model, tokenizer, todo, staging / REWARD_SUBDIR if reward else None, parent)
             model.save_pretrained(str(staging))
             trained_s = time.perf_counter() - started
             fraction = self._eval_fraction(started, todo)
             with self._watching(base):
                 report = self._evaluate(model, tokenizer, parent, parent_dir, fraction)
+            evaluation = self._with_reward_eval(report, tokenizer, staging / REWARD_SUBDIR if reward else None, parent)
             manifest = Manifest(
                 version="pending",
                 parent=parent,
@@ -191,10 +215,12 @@ class RoundRunner:
                     sft_steps=sft.steps if sft else 0,
                     sft_duration_s=round(sft.duration_s, 2) if sft else None,
                     preference=preference,
+                    reward_model=reward,
+                    rl=rl,
                     **({"budget": {**todo.budget, "eval_fraction": round(fraction, 3)}} if todo.budget else {}),
                 ),
-                evaluation=report.metrics,
-                gate=decide(report.metrics, self.gate),
+                evaluation=evaluation,
+                gate=decide(evaluation, self.gate),
                 samples=report.samples,
             )
             version = self.registry.publish(staging, manifest)
@@ -248,8 +274,9 @@ class RoundRunner:
             }
             if used < asked:
                 log.info("round budget %.0f s: replay cut from %d to %d judgements", self.training.round_budget_s, asked, used)
-        log.info("rows: %d new judgement(s), %s; preference method %s", len(new), rows.counts, method or "none")
-        return _RoundRows(new=new, rows=rows, method=method, budget=budget)
+        rl = self.training.train_method == "rl"
+        log.info("rows: %d new judgement(s), %s; preference method %s", len(new), rows.counts, "rl" if rl else method or "none")
+        return _RoundRows(new=new, rows=rows, method=method, budget=budget, rl=rl)
 
     def _usable(self) -> list[Judgement]:
         """The judgements training may use: all of them, or with ``--reviews-per-item`` above 1 the
@@ -288,10 +315,10 @@ class RoundRunner:
 
     def _train(self, model, tokenizer, todo: _RoundRows) -> tuple[SFTResult | None, PreferenceMetrics | None]:
         """Stages 2 and 3: SFT, then the preference stage, on the round's adapter (each if it has rows)."""
-        # Share the progress bar between the stages by their rough cost: a preference row is a
-        # chosen and a rejected sequence, each through the policy and the reference.
-        sft_cost, pref_cost = len(todo.rows.sft), 4 * len(todo.preference)
-        split = TRAIN_SHARE * sft_cost / (sft_cost + pref_cost)
+        sft_cost, pref_cost, reward_cost = self._costs(todo)
+        total = sft_cost + pref_cost + reward_cost
+        split = TRAIN_SHARE * sft_cost / total
+        end = TRAIN_SHARE * (sft_cost + pref_cost) / total
         # Neither stage runs an evaluation pass: their figures come from the training steps' logs.
         callbacks = [self.threads.callback()] if self.threads is not None else []
         sft = None
@@ -315,12 +342,191 @@ class RoundRunner:
                 todo.preference,
                 self.cfg,
                 beta=self.training.beta,
-                progress=lambda f, m: self._progress(split + f * (TRAIN_SHARE - split), m),
+                progress=lambda f, m: self._progress(split + f * (end - split), m),
                 eval_after=False,
                 reference="base",
                 callbacks=callbacks,
             )
         return sft, preference
+
+    def _costs(self, todo: _RoundRows) -> tuple[float, float, float]:
+        """The rough costs of the SFT, preference and reward stages, which share the progress bar: a
+        preference row is a chosen and a rejected sequence, each through the policy and the
+        reference; a reward pair is the two through one model, once per epoch. 0 for a stage that
+        does not run."""
+        reward = 0.0
+        if self.training.reward_model == "on" and todo.reward_pairs:
+            reward = 2 * len(todo.reward_pairs) * self.training.reward_epochs
+        # An RL round's sampled answers (generation dominates a step on a CPU) count as preference work.
+        rl = self.training.rl_prompts * self.training.rl_generations if todo.rl else 0
+        return float(len(todo.rows.sft)), 4.0 * len(todo.preference) + rl, reward
+
+    def _train_reward(self, tokenizer, todo: _RoundRows, parent: str, staging: Path) -> RewardModelMetrics | None:
+        """Stage 3b: the reward model on the round's pairs, continuing from the parent's (or its nearest
+        ancestor's), measured on
+        the held-out pairs and saved into ``staging/reward``; None when it does not run.
+
+        A failure here fails the round like any stage: nothing is published and serving goes on.
+        """
+        sft_cost, pref_cost, reward_cost = self._costs(todo)
+        if not reward_cost:
+            return None
+        from ..evaluation.reward_model import load_reward_base, pairwise_accuracy
+        from .reward import attach_reward_adapter, train_reward, unload_reward_adapter
+
+        started = time.perf_counter()
+        _inject_fault("reward")
+        source = self.registry.reward_source(parent)
+        previous = source[1] if source else None
+        if self._reward_base is None:
+            self._reward_base = load_reward_base(
+                self.base_source, device=self.cfg.device, load_in_4bit=self.training.load_in_4bit
+            )
+        model = attach_reward_adapter(self._reward_base, previous, self.cfg)
+        begin = TRAIN_SHARE * (sft_cost + pref_cost) / (sft_cost + pref_cost + reward_cost)
+        try:
+            with self._watching(model):
+                result = train_reward(
+                    model,
+                    tokenizer,
+                    todo.reward_pairs,
+                    self.cfg,
+                    epochs=self.training.reward_epochs,
+                    learning_rate=self.training.reward_learning_rate,
+                    progress=lambda f, m: self._progress(begin + f * (TRAIN_SHARE - begin), m),
+                    callbacks=[self.threads.callback()] if self.threads is not None else [],
+                )
+                heldout = build_eval_sets(self._usable(), self.evaluation).pairs
+                accuracy = pairwise_accuracy(model, tokenizer, heldout) if heldout else None
+            model.save_pretrained(str(staging / REWARD_SUBDIR))
+        finally:
+            # Strip the LoRA and the trained head, so the next round starts from the clean base.
+            self._reward_base = unload_reward_adapter(model)
+        metrics = RewardModelMetrics(
+            pairs=result.pairs,
+            steps=result.steps,
+            loss_first=result.loss_first,
+            loss_last=result.loss_last,
+            train_accuracy=result.train_accuracy,
+            heldout_pairs=len(heldout),
+            heldout_accuracy=accuracy.accuracy if accuracy else None,
+            heldout_margin=accuracy.mean_margin if accuracy else None,
+            continued_from=source[0] if source else None,
+            duration_s=round(time.perf_counter() - started, 2),
+        )
+        log.info(
+            "reward model: %d pairs, held-out accuracy %s on %d pairs, %.1f s",
+            metrics.pairs, "n/a" if metrics.heldout_accuracy is None else f"{metrics.heldout_accuracy:.2f}",
+            metrics.heldout_pairs, metrics.duration_s,
+        )  # fmt: skip
+        return metrics
+
+    def _train_rl(self, model, tokenizer, todo: _RoundRows, trained: Path | None, parent: str) -> RLMetrics | None:
+        """Stage 3c (``--train-method rl``): GRPO on the policy adapter against the reward model (the
+        round's own, saved in ``trained``, else the parent's nearest) and the safety checks, on
+        questions nobody judged; None when it does not run. A failure fails the round."""
+        if not todo.rl:
+            return None
+        source = (OWN_REWARD, trained) if trained is not None else self.registry.reward_source(parent)
+        if source is None:
+            log.warning("--train-method rl: no reward model yet (the round had no pairs), so no RL stage")
+            return None
+        from peft import PeftModel
+
+        from ..evaluation.reward_model import load_reward_base, score_completions
+        from ..safety.checker import SafetyChecker
+        from ..feedback.queue import ReviewQueue
+        from ..feedback.store import QueueStore
+        from .reward import unload_reward_adapter
+        from .rl import reward_model_reward, safety_reward, train_rl
+
+        _inject_fault("rl")
+        t = self.training
+        queue = ReviewQueue(QueueStore(self.feedback_dir))
+        chosen = rl_prompts(
+            self.ledger.judgements(), self.ledger.generations(), queue.items(), t.rl_prompts, t.seed + len(self.registry.versions())
+        )
+        if not chosen.questions:
+            log.warning("--train-method rl: every question has been judged, so no RL stage")
+            return None
+        if self._reward_base is None:
+            self._reward_base = load_reward_base(self.base_source, device=self.cfg.device, load_in_4bit=t.load_in_4bit)
+        reward = PeftModel.from_pretrained(self._reward_base, str(source[1]))
+        sft_cost, pref_cost, reward_cost = self._costs(todo)
+        begin = TRAIN_SHARE * (sft_cost + reward_cost) / (sft_cost + pref_cost + reward_cost)
+        try:
+            with self._watching(model):
+                result = train_rl(
+                    model,
+                    tokenizer,
+                    [chat_prompt(q, t.system_prompt or None) for q in chosen.questions],
+                    [reward_model_reward(reward, tokenizer, score_completions), safety_reward(SafetyChecker())],
+                    self.cfg,
+                    generations=t.rl_generations,
+                    max_new_tokens=t.rl_max_new_tokens,
+                    beta=t.rl_beta,
+                    learning_rate=t.preference_learning_rate,
+                    progress=lambda f, m: self._progress(begin + f * (TRAIN_SHARE - begin), m),
+                    callbacks=[self.threads.callback()] if self.threads is not None else [],
+                )
+        finally:
+            self._reward_base = unload_reward_adapter(reward)
+        return RLMetrics(
+            trainer=result.trainer,
+            reward_version=source[0],
+            prompts=result.prompts,
+            prompt_sources=chosen.sources,
+            generations=result.generations,
+            steps=result.steps,
+            beta=result.beta,
+            reward_first=result.reward_first,
+            reward_last=result.reward_last,
+            rewards=result.rewards,
+            kl_last=result.kl_last,
+            completion_length=result.completion_length,
+            reward_length_correlation=result.reward_length_correlation,
+            duration_s=round(result.duration_s, 2),
+        )
+
+    def _with_reward_eval(self, report: VersionReport, tokenizer, trained: Path | None, parent: str) -> EvalMetrics:
+        """The evaluation with both versions' sample answers scored by a reward model: the round's own
+        (saved in ``trained``), else the parent's nearest; unchanged without one or without samples."""
+        if self.training.reward_model != "on" or not report.samples:
+            return report.metrics
+        source = (OWN_REWARD, trained) if trained is not None else self.registry.reward_source(parent)
+        if source is None:
+            return report.metrics
+        from peft import PeftModel
+
+        from ..evaluation.reward_model import load_reward_base, score_completions
+        from .reward import unload_reward_adapter
+
+        if self._reward_base is None:
+            self._reward_base = load_reward_base(self.base_source, device=self.cfg.device, load_in_4bit=self.training.load_in_4bit)
+        model = PeftModel.from_pretrained(self._reward_base, str(source[1]))
+        try:
+            with self._watching(model):
+                pairs = [
+                    score_completions(model, tokenizer, chat_prompt(s.question, s.system_prompt), [s.answer, s.serving_answer])
+                    for s in report.samples
+                ]
+        finally:
+            self._reward_base = unload_reward_adapter(model)
+        tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+        figures = reward_evaluation(
+            source[0],
+            [new for new, _ in pairs],
+            [old for _, old in pairs],
+            [tokens(s.answer) for s in report.samples],
+            [tokens(s.serving_answer) for s in report.samples],
+            seed=self.evaluation.seed,
+        )
+        log.info(
+            "reward model (%s) on %d sample answers: mean %.3f against the serving version's %.3f, win rate %.2f, "
+            "length correlation %s", source[0], figures.prompts, figures.mean_reward, figures.serving_mean_reward,
+            figures.win_rate, "n/a" if figures.length_correlation is None else f"{figures.length_correlation:.2f}",
+        )  # fmt: skip
+        return report.metrics.model_copy(update={"reward": figures})
 
     def _evaluate(self, model, tokenizer, parent: str, parent_dir: Path | None, fraction: float = 1.0) -> VersionReport:
         """Stage 4: the new adapter against the serving version, on held-out feedback and the shipped sets.
@@ -399,6 +605,14 @@ class RoundRunner:
             "train_method": self.training.train_method,
             "beta": self.training.beta,
             "holdout_fraction": self.training.holdout_fraction,
+            "reward_model": self.training.reward_model,
+            "reward_epochs": self.training.reward_epochs,
+            "reward_learning_rate": self.training.reward_learning_rate,
+            **(
+                {k: getattr(self.training, k) for k in ("rl_prompts", "rl_generations", "rl_max_new_tokens", "rl_beta")}
+                if self.training.train_method == "rl"
+                else {}
+            ),
             "requested_by": requested_by,
         }
 
@@ -425,8 +639,14 @@ class RoundRunner:
         return self.threads.watching(module) if self.threads is not None else contextlib.nullcontext()
 
 
-def _inject_fault() -> None:
+def _inject_fault(stage: str = "") -> None:
     fault = os.environ.get(FAULT_ENV, "")
+    if stage:
+        if fault == f"{stage}-kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if fault == stage:
+            raise RuntimeError(f"injected trainer fault in the {stage} stage")
+        return
     if fault == "exception":
         raise RuntimeError("injected trainer fault")
     if fault == "oom":

@@ -12,9 +12,13 @@ def badge(version: str) -> str:
     return f"**Model version:** `{version}`"
 
 
-def candidate_label(i: int, version: str) -> str:
-    """The label of candidate ``i`` (0-based) written by ``version``."""
-    return f"Candidate {i + 1} · {version}"
+def candidate_label(i: int, version: str, rewards: list[float] | None = None) -> str:
+    """The label of candidate ``i`` (0-based) written by ``version``, with its reward-model score
+    when there is one (labelled as the model's estimate, so it is not read as a colleague's vote)."""
+    label = f"Candidate {i + 1} · {version}"
+    if rewards is not None and i < len(rewards):
+        label += f" · reward model {rewards[i]:+.2f}"
+    return label
 
 
 def cell(value: object) -> str | float | int | bool:

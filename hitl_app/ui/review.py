@@ -117,16 +117,18 @@ class ReviewTab:
             }
             update[self.badge] = badge(version)
             if generation is not None:
+                for i, box in enumerate(self.boxes[: len(generation.candidates)]):
+                    update[box] = gr.update(value=generation.candidates[i], label=candidate_label(i, version, generation.rewards))
                 update[self.current] = _state(generation.id, generation.version, generation.candidates, None)
                 update[self.edit_box] = generation.candidates[0]
                 update[self.flags] = flags_markdown(generation)
             yield update
 
-    def _layout(self, texts: list[str], version: str) -> dict:
+    def _layout(self, texts: list[str], version: str, rewards: list[float] | None = None) -> dict:
         """The candidate boxes showing ``texts`` (one box each, the rest hidden), with blank ranks."""
         k, ranked = len(texts), len(texts) > 1
         return {
-            **{box: gr.update(value=texts[i] if i < k else "", label=candidate_label(i, version), visible=i < k)
+            **{box: gr.update(value=texts[i] if i < k else "", label=candidate_label(i, version, rewards), visible=i < k)
                for i, box in enumerate(self.boxes)},
             **{rank: gr.update(value=None, visible=ranked and i < k) for i, rank in enumerate(self.ranks)},
             self.chooser: gr.update(choices=[str(i + 1) for i in range(k)], value="1", visible=ranked),
@@ -138,7 +140,7 @@ class ReviewTab:
         """The tab holding a queued item's stored candidates, as a finished Ask leaves it."""
         gen = self.service.generation(generation_id)
         return {
-            **self._layout(gen.candidates, gen.version),
+            **self._layout(gen.candidates, gen.version, gen.rewards),
             self.question: gen.prompt,
             self.badge: badge(gen.version),
             self.current: _state(gen.id, gen.version, gen.candidates, item_id),

@@ -66,6 +66,92 @@ class PreferenceMetrics(BaseModel):
     )
 
 
+class RewardModelMetrics(BaseModel):
+    """What the reward-model stage of a round reports: TRL's ``RewardTrainer`` on the round's
+    preference pairs, a LoRA with a score head on the same base (``reward/`` in the version folder).
+
+    Its held-out figures are on the same held-out pairs as the evaluation's DPO implicit-reward
+    accuracy (``EvalMetrics.heldout_accuracy``), so the two read side by side.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    pairs: int = Field(ge=0, description="Preference pairs trained on (new and replayed; held-out ones excluded).")
+    steps: int = Field(ge=0)
+    loss_first: float = Field(description="Mean training loss of the first steps, as TRL logged it.")
+    loss_last: float = Field(description="Mean training loss of the last steps.")
+    train_accuracy: float | None = Field(default=None, description="TRL's logged accuracy of the last steps' batches.")
+    heldout_pairs: int = Field(ge=0, description="Held-out preference pairs the model was measured on.")
+    heldout_accuracy: float | None = Field(
+        default=None, description="Share of held-out pairs whose chosen answer scores higher (ties wrong); None without pairs."
+    )
+    heldout_margin: float | None = Field(default=None, description="Mean score(chosen) - score(rejected) on them.")
+    continued_from: str | None = Field(
+        default=None, description="The version whose reward adapter this one continued from; None: a fresh one."
+    )
+    duration_s: float = Field(ge=0, description="Seconds of the stage: loading, training and the held-out measurement.")
+
+
+class RewardEvalMetrics(BaseModel):
+    """A new version against the serving one as a reward model scores them: a learned proxy for the
+    clinicians' preferences, not their votes.
+
+    Both versions' greedy answers to the evaluation's sample questions (shipped, never trained on)
+    are scored by one reward model: the round's own, else the nearest ancestor's. The length
+    figures are there because a reward model can learn that longer answers won, and a policy can
+    then raise its reward by writing more: ``length_adjusted_gain`` is the mean reward difference
+    once the pooled linear effect of length on reward is taken out.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: Literal["learned proxy"] = "learned proxy"
+    reward_version: str = Field(
+        description="The version whose reward model scored both versions' answers; 'own': the new version's own."
+    )
+    prompts: int = Field(ge=0, description="Sample questions both versions answered.")
+    mean_reward: float | None = None
+    serving_mean_reward: float | None = None
+    win_rate: float | None = Field(default=None, description="Share of questions where the new answer scores higher (ties half).")
+    win_rate_low: float | None = Field(default=None, description="95% percentile-bootstrap interval of the win rate.")
+    win_rate_high: float | None = None
+    mean_tokens: float | None = Field(default=None, description="Mean answer length, tokens.")
+    serving_mean_tokens: float | None = None
+    length_correlation: float | None = Field(
+        default=None, description="Pearson correlation of reward and length over both versions' answers; None if undefined."
+    )
+    length_adjusted_gain: float | None = Field(
+        default=None, description="Mean reward difference (new - serving) less the pooled length slope times the length difference."
+    )
+
+
+class RLMetrics(BaseModel):
+    """What the RL stage (``--train-method rl``; TRL's GRPO) of a round reports, from TRL's step logs.
+
+    The reward is the sum of the reward model's score and the safety checks' penalties, on answers
+    the policy sampled to questions nobody judged.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    trainer: str = Field(description="The TRL trainer (grpo).")
+    reward_version: str = Field(description="The version whose reward model gave the rewards; 'own': this round's.")
+    prompts: int = Field(ge=0)
+    prompt_sources: dict[str, int] = Field(default_factory=dict, description="Questions per source: queued, asked, shipped.")
+    generations: int = Field(ge=0, description="Answers sampled per question.")
+    steps: int = Field(ge=0)
+    beta: float = Field(ge=0, description="KL coefficient to the base.")
+    reward_first: float = Field(description="Mean reward of the first steps' answers.")
+    reward_last: float = Field(description="Mean reward of the last steps' answers.")
+    rewards: dict[str, float] = Field(default_factory=dict, description="Each reward function's mean over the last steps.")
+    kl_last: float | None = Field(default=None, description="TRL's per-token KL to the base over the last steps.")
+    completion_length: float = Field(description="Mean sampled answer length, tokens.")
+    reward_length_correlation: float | None = Field(
+        default=None, description="Pearson correlation of each sampled answer's reward and length; near +1: it pays for length."
+    )
+    duration_s: float = Field(ge=0)
+
+
 class EvalMetrics(BaseModel):
     """How a new version compares with the serving one, measured before it is published.
 
@@ -138,6 +224,9 @@ class EvalMetrics(BaseModel):
         description="Figures estimated on fewer items than the full set (--round-budget-s), each with how many.",
     )
     duration_s: float = Field(ge=0)
+    reward: RewardEvalMetrics | None = Field(
+        default=None, description="Both versions' sample answers scored by a reward model; None without one."
+    )
 
     @property
     def serving_figures_from(self) -> str:
@@ -201,6 +290,10 @@ class RoundMetrics(BaseModel):
     train_duration_s: float | None = Field(default=None, description="Seconds until the adapter was trained, before evaluation.")
     rows: dict[str, int] = Field(default_factory=dict)
     preference: PreferenceMetrics | None = None
+    reward_model: RewardModelMetrics | None = Field(
+        default=None, description="The reward-model stage's figures; None when it did not run (--reward-model off, no pairs)."
+    )
+    rl: RLMetrics | None = Field(default=None, description="The RL stage's figures; None when it did not run.")
 
 
 class Manifest(BaseModel):

@@ -4,6 +4,7 @@ Layout::
 
     checkpoints/base/            the converted base model (safetensors + tokenizer + manifest)
     checkpoints/v0001/           a LoRA adapter + manifest.json
+    checkpoints/v0001/reward/    its reward model's LoRA and score head, when the round trained one
     checkpoints/ACTIVE           JSON pointer to the serving version (persists across restarts)
     checkpoints/activations.jsonl  every activation: who, when, why, and whether it was forced
     checkpoints/rounds.jsonl     every training round: start, duration, outcome
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+REWARD_SUBDIR = "reward"  # a version's reward adapter, inside its folder: published in the same rename
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 _STAGING_PREFIX = ".staging-"
 
@@ -93,6 +95,31 @@ class Registry:
         """
         self._require(version, allow_base=False)
         return self.root / version
+
+    def reward_dir(self, version: str) -> Path | None:
+        """The folder of a published version's reward adapter; None for the base or a version without one.
+
+        Raises:
+            NotFoundError: the version is neither the base nor published.
+        """
+        if version == BASE_VERSION:
+            return None
+        path = self.adapter_dir(version) / REWARD_SUBDIR
+        return path if (path / ADAPTER_WEIGHTS).is_file() else None
+
+    def reward_source(self, version: str) -> tuple[str, Path] | None:
+        """The reward model that goes with ``version``: its own, else its nearest ancestor's (a
+        round without pairs trains none); None when no version up to the base has one.
+
+        Raises:
+            NotFoundError: the version is neither the base nor published.
+        """
+        while version != BASE_VERSION:
+            path = self.reward_dir(version)
+            if path is not None:
+                return version, path
+            version = self.manifest(version).parent
+        return None
 
     def consumed_cursor(self) -> int:
         """Store offset up to which some published version has trained; judgements after it are new."""
@@ -160,6 +187,11 @@ class Registry:
         """
         if not (staging / ADAPTER_WEIGHTS).is_file():
             raise FileNotFoundError(f"no {ADAPTER_WEIGHTS} in {staging}; nothing to publish")
+        reward = staging / REWARD_SUBDIR
+        if manifest.metrics.reward_model is not None:
+            if not (reward / ADAPTER_WEIGHTS).is_file():
+                raise FileNotFoundError(f"the manifest names a reward model but {reward} holds no {ADAPTER_WEIGHTS}")
+            fsync_dir(reward)
         with self._lock:
             name = self._next_name()
             manifest = manifest.model_copy(update={"version": name})
