@@ -137,3 +137,21 @@ def test_racing_reviewers_never_take_more_than_k_slots(tmp_path: Path, k: int) -
     queue = ReviewQueue(store, reviews_per_item=k)
     queue.refresh()
     assert len({c for c in taken}) == k and not queue.available(only.id, "someone-else")
+
+
+@pytest.mark.parametrize("uncertain_first", [True, False])
+def test_uncertain_items_first_within_their_priority(tmp_path: Path, uncertain_first: bool) -> None:
+    store = QueueStore(tmp_path)
+    low = add_batch(store, ["a", "b", "c", "d"])
+    high = add_batch(store, ["urgent"], priority=5)
+    queue = ReviewQueue(store, uncertain_first=uncertain_first)
+    queue.refresh()
+    a, b, c, d = low
+    queue.set_uncertainty(c.id, 0.1)  # the reward model can hardly tell c's top two candidates apart
+    queue.set_uncertainty(b.id, 0.8)
+    queue.set_uncertainty(high[0].id, 3.0)  # priority still comes first, whatever the gap
+    order = [item.prompt for item in queue.items()]
+    assert order == (["urgent", "c", "b", "a", "d"] if uncertain_first else ["urgent", "a", "b", "c", "d"])
+    assert queue.peek("dr-x").prompt == "urgent"
+    queue.set_uncertainty(b.id, 0.05)  # new candidates (a new version) move an item again
+    assert [item.prompt for item in queue.items()][1] == ("b" if uncertain_first else "a")

@@ -119,7 +119,7 @@ def test_next_fills_the_review_tab_and_a_judgement_moves_the_progress_line(servi
     assert fb.generation_id == gen.id and fb.rubric == {"consensus": "agrees", "harm_extent": "none"}
 
     # A typed question is held without an item, and its judgement leaves the progress line alone.
-    streamed = list(review.ask_stream("What is asthma?", 1, CLINICIAN))
+    streamed = list(review.ask_stream("What is asthma?", 1, False, CLINICIAN))
     assert set(streamed[0]) == set(review.asked)  # the first update still clears every output
     typed = streamed[-1][review.current]
     assert typed["item_id"] is None
@@ -237,7 +237,7 @@ def test_the_audit_table_holds_one_page(service, ui) -> None:
 
 def test_rubric_counts_per_version_reach_the_dashboard(service, ui) -> None:
     review, _, agreement = ui
-    state = list(review.ask_stream("What is asthma?", 1, CLINICIAN))[-1][review.current]
+    state = list(review.ask_stream("What is asthma?", 1, False, CLINICIAN))[-1][review.current]
     review.reject(state, "1", "wrong", CLINICIAN, "opposed", None, None, "major", None, None)
     counts = agreement.refresh(CLINICIAN)[agreement.rubric]
     rows = {(r.axis, r.level): r.ratings for r in counts.itertuples() if r.version == "base"}

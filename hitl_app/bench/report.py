@@ -421,6 +421,11 @@ def _reward_rows(reward: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
         (f"   scoring {reward['score_candidates']} candidates of {reward['score_mean_tokens']:.0f} tokens after "
          f"{reward['score_prompt_tokens']} prompt tokens ({reward['score_dtype'].removeprefix('torch.')}), median",
          fmt(reward["score_s"], " ms", 1e3, 1), f"<= 50 ms: {fmt(goals.get('reward_score_within_50ms'))}; max {fmt(reward['score_p_max_s'], ' ms', 1e3, 1)}"),
+        (f"   RL stage (GRPO): {reward['rl']['prompts']} prompts x {reward['rl']['generations']} answers of <= "
+         f"{reward['rl']['max_new_tokens']} tokens, {reward['rl']['steps']} steps", fmt(reward["rl"]["duration_s"], " s", 1, 1),
+         f"<= 120 s: {fmt(goals.get('reward_rl_within_120s'))}; reward {reward['rl']['reward_first']:.3f} -> "
+         f"{reward['rl']['reward_last']:.3f}, KL {fmt(reward['rl']['kl_last'], '', 1, 4)}, reward-length r "
+         f"{fmt(reward['rl']['reward_length_correlation'], '', 1, 2)}"),
     ]  # fmt: skip
 
 

@@ -26,6 +26,7 @@ DEFAULT_SYSTEM_PROMPT = (
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 Role = Literal["admin", "clinician"]
 MAX_CANDIDATES = 4
+MAX_BEST_OF = 16  # answers sampled in one batched call for --best-of
 ROLES: tuple[str, ...] = ("admin", "clinician")
 
 
@@ -103,6 +104,7 @@ class TeamConfig(_Section):
     rubric: Literal["on", "off"]
     pregenerate: int
     candidates: int
+    uncertain_first: Literal["on", "off"]
 
 
 class EvaluationConfig(_Section):
@@ -181,6 +183,12 @@ class Settings(BaseSettings):
     top_p: float = Field(0.9, description="Nucleus sampling threshold.")
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="System message put before every question.")
     candidates: int = Field(2, description=f"Candidate answers per question, sampled in one batched call (1..{MAX_CANDIDATES}).")
+    best_of: int = Field(
+        0,
+        description=f"Sample this many answers in one batched call and show the --candidates best by the reward model "
+        f"(0: off; at most {MAX_BEST_OF}); the stored generation keeps the hidden ones with their scores. Needs "
+        "sampling and --reward-model on; until a version has a reward model the first ones are shown.",
+    )
     serve_threads: int = Field(
         0, description="CPU threads for answering (0: all cores, minus the trainer's while it trains)."
     )
@@ -211,6 +219,12 @@ class Settings(BaseSettings):
         0.6,
         description="Share of an item's reviewers who must agree (accept/reject majority, or ranking pairs kept by the "
         "merged ranking) for it to be resolved; below it, the item waits for an admin's adjudication.",
+    )
+    uncertain_first: Literal["on", "off"] = Field(
+        "off",
+        description="on: within the same priority and safety flag, queued items whose candidates are generated come "
+        "first, those whose top two candidates the reward model scores closest first (where it is least sure); off: "
+        "oldest first.",
     )
     rubric: Literal["on", "off"] = Field(
         "off", description="on: judgements may carry structured ratings on the axes of hitl_app/data/rubric.json."
@@ -351,6 +365,10 @@ class Settings(BaseSettings):
             problems.append(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
         if not 1 <= self.candidates <= MAX_CANDIDATES:
             problems.append(f"--candidates must be between 1 and {MAX_CANDIDATES} (got {self.candidates})")
+        if self.best_of and not (self.candidates < self.best_of <= MAX_BEST_OF):
+            problems.append(f"--best-of must be 0 (off) or more than --candidates and at most {MAX_BEST_OF} (got {self.best_of})")
+        if self.best_of and (self.temperature == 0 or self.reward_model != "on"):
+            problems.append("--best-of samples several answers and ranks them by the reward model: it needs --temperature > 0 and --reward-model on")
         if self.candidates > 1 and self.temperature == 0:
             problems.append("--candidates above 1 needs sampling (--temperature > 0): greedy candidates would be identical")
         if self.beta <= 0:

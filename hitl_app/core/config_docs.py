@@ -24,10 +24,10 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "Access": ("host", "port", "share", "auth", "auth_file"),
     "Model and serving": (
         "base_model", "load_in_4bit", "device", "max_new_tokens", "temperature", "top_p", "system_prompt",
-        "candidates", "max_batch", "serve_threads", "serve_dtype", "compile_decode",
+        "candidates", "best_of", "max_batch", "serve_threads", "serve_dtype", "compile_decode",
     ),
     "Data": ("feedback_dir", "checkpoints_dir", "redact_phi"),
-    "Team review": ("reviews_per_item", "consensus_threshold", "rubric", "pregenerate"),
+    "Team review": ("reviews_per_item", "consensus_threshold", "rubric", "pregenerate", "uncertain_first"),
     "Training": (
         "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "learning_rate", "num_epochs",
         "sft_loss_floor", "preference_epochs", "preference_learning_rate", "train_batch_size", "max_seq_length",

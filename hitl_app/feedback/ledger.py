@@ -37,6 +37,7 @@ class FeedbackLedger:
         self._generations: dict[str, Generation] = {}
         self._judgements: list[Judgement] = []
         self._orphans: list[tuple[int, Feedback]] = []
+        self._in_order: list[Generation] = []  # the generations in store order, for followers
         self._by_item: dict[str, list[Generation]] = {}  # queued item id -> its generations, oldest first
         self.corrupt: list[CorruptLine] = []
 
@@ -49,6 +50,7 @@ class FeedbackLedger:
             for offset, record in result.records:
                 if isinstance(record, Generation):
                     self._generations[record.id] = record
+                    self._in_order.append(record)
                     if record.item_id is not None:
                         self._by_item.setdefault(record.item_id, []).append(record)
                 else:
@@ -102,7 +104,12 @@ class FeedbackLedger:
     def generations(self) -> list[Generation]:
         """Every generation, in store order."""
         with self._lock:
-            return list(self._generations.values())
+            return list(self._in_order)
+
+    def generations_from(self, index: int) -> list[Generation]:
+        """Generations from position ``index`` on, in store order: an O(new) way to follow the ledger."""
+        with self._lock:
+            return self._in_order[index:]
 
     def refused_generations(self) -> list[Generation]:
         """Generations whose question the input guard refused, in store order."""

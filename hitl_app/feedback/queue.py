@@ -4,6 +4,10 @@ State is rebuilt from ``feedback/queue.jsonl`` (items, batches, claims, skips) a
 judgements of queued items (``note_judged``), never owned here. The rules:
 
 - **Order.** By the admin's priority (higher first), then safety-flagged items, then oldest first.
+  With ``uncertain_first`` (``--uncertain-first on``), within the same priority and flag, items whose
+  candidates are already generated come first, the closest reward of their top two candidates
+  first (``set_uncertainty``): where the reward model is least sure, a clinician's judgement
+  teaches most.
 - **Overlap.** An item has ``k`` review slots (``--reviews-per-item``). A reviewer takes one with a
   ``Claim``; the claim holds the slot until they judge the item, skip it (``Skip`` frees the slot),
   or it lapses unjudged after ``CLAIM_TTL`` (someone who closed the tab does not block the item).
@@ -31,6 +35,8 @@ from .store import QueueStore
 
 # How long a claim without a judgement holds its slot.
 CLAIM_TTL = timedelta(hours=1)
+# The order key's reward gap for an item whose candidates have not been scored: after every known gap.
+_UNKNOWN_GAP = float("inf")
 _T = TypeVar("_T")
 
 
@@ -84,9 +90,10 @@ class ReviewQueue:
         reviews_per_item: slots per item (``--reviews-per-item``).
     """
 
-    def __init__(self, store: QueueStore, reviews_per_item: int = 1) -> None:
+    def __init__(self, store: QueueStore, reviews_per_item: int = 1, uncertain_first: bool = False) -> None:
         self.store = store
         self.k = reviews_per_item
+        self.uncertain_first = uncertain_first
         self._lock = threading.RLock()
         self._cursor = 0
         self._items: dict[str, _ItemState] = {}
@@ -118,7 +125,7 @@ class ReviewQueue:
         self.batches[batch.id] = batch
         added = []
         for offset, item in self._pending.pop(batch.id, []):
-            key = (-item.priority, 0 if item.flags else 1, offset, item.id)
+            key = (-item.priority, 0 if item.flags else 1, _UNKNOWN_GAP, offset, item.id)
             state = _ItemState(item=item, order=key, judged=self._early_judged.pop(item.id, set()))
             self._items[item.id] = state
             added.append(key)
@@ -207,7 +214,7 @@ class ReviewQueue:
             return mine
         seen = self._seen.get(reviewer, set())
         for key in self._order:
-            item_id = key[3]
+            item_id = key[-1]
             if item_id in self._full or item_id in seen:
                 continue
             state = self._items[item_id]
@@ -224,8 +231,8 @@ class ReviewQueue:
         for key in self._order:
             if len(out) >= limit:
                 break
-            state = self._items[key[3]]
-            if key[3] not in self._full and not state.claims and state.taken(now) < self.k:
+            state = self._items[key[-1]]
+            if key[-1] not in self._full and not state.claims and state.taken(now) < self.k:
                 out.append(state.item)
         return out
 
@@ -235,9 +242,21 @@ class ReviewQueue:
         state = self._items.get(item_id)
         if state is None or (state.order[1] == 0) == flagged:
             return
+        self._move(state, (state.order[0], 0 if flagged else 1, *state.order[2:]))
+
+    @_locked
+    def set_uncertainty(self, item_id: str, gap: float) -> None:
+        """Record the reward gap between an item's top two candidates; with ``uncertain_first`` the
+        item moves ahead of the items of its priority and flag with a larger gap or none known."""
+        state = self._items.get(item_id)
+        if state is None or not self.uncertain_first or state.order[2] == gap:
+            return
+        self._move(state, (*state.order[:2], gap, *state.order[3:]))
+
+    def _move(self, state: "_ItemState", key: tuple) -> None:
         index = bisect.bisect_left(self._order, state.order)
         del self._order[index]
-        state.order = (state.order[0], 0 if flagged else 1, *state.order[2:])
+        state.order = key
         bisect.insort(self._order, state.order)
 
     @_locked
@@ -265,4 +284,4 @@ class ReviewQueue:
     @_locked
     def items(self) -> list[QueueItem]:
         """Every committed item, in queue order."""
-        return [self._items[key[3]].item for key in self._order]
+        return [self._items[key[-1]].item for key in self._order]

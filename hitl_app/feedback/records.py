@@ -117,6 +117,12 @@ class Generation(_Record):
     reward_version: str | None = Field(
         default=None, description="The version whose reward model gave the scores (the serving one or its ancestor)."
     )
+    hidden: list[str] = Field(
+        default_factory=list,
+        description="--best-of: the sampled answers not shown, lower by the reward model (never judged, kept for training "
+        "and audit).",
+    )
+    hidden_rewards: list[float] | None = Field(default=None, description="Their reward-model scores.")
 
     def flags_of(self, candidate: int) -> list[SafetyFlag]:
         """The safety flags of candidate ``candidate`` (none if it was not checked)."""
@@ -143,6 +149,8 @@ class Generation(_Record):
             raise ValueError("rewards must give one score per candidate")
         if (self.rewards is None) != (self.reward_version is None):
             raise ValueError("rewards and reward_version go together")
+        if self.hidden_rewards is not None and len(self.hidden_rewards) != len(self.hidden):
+            raise ValueError("hidden_rewards must give one score per hidden answer")
         return self
 
 

@@ -83,11 +83,14 @@ class ServiceBase:
         # Left/right order of A/B answers: unpredictable, so a clinician cannot learn which side is which.
         self._rng = random.SystemRandom()
         # Team review: the queue, and what the judgements say about it (kept current by sync_queue).
-        self.queue = ReviewQueue(QueueStore(settings.feedback_dir), settings.reviews_per_item)
+        self.queue = ReviewQueue(
+            QueueStore(settings.feedback_dir), settings.reviews_per_item, uncertain_first=settings.uncertain_first == "on"
+        )
         self.rubric: Rubric | None = load_rubric() if settings.rubric == "on" else None
         self._queue_lock = threading.RLock()
         self._item_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._queue_synced = 0  # ledger judgements applied to the queue
+        self._gens_synced = 0  # ledger generations whose rewards were applied to the queue's order
         self._judged_by: defaultdict[str, set[str]] = defaultdict(set)  # reviewer -> queued items judged
         self._item_judgements: defaultdict[str, list[Judgement]] = defaultdict(list)  # item -> its judgements
         self.sync_queue()
@@ -108,27 +111,52 @@ class ServiceBase:
         return self.safety.check_input(check_text(prompt, "the question"))
 
     def _store_generation(
-        self, caller: Caller, prompt: str, candidates: list[str], *, scored: bool = False, **fields
+        self, caller: Caller, prompt: str, candidates: list[str], *, scored: bool = False, shown: int | None = None,
+        by_reward: bool = False, **fields,
     ) -> Generation:
         """Redact identifiers (``--redact-phi``), score the candidates with the reward model when
-        ``scored`` (on the redacted texts: what the reward model trained on), then append the
-        generation durably."""
+        ``scored`` (on the redacted texts: what the reward model trained on), keep the ``shown`` best
+        as the candidates and the rest as hidden (``--best-of``), best first also when ``by_reward``,
+        then append the generation durably."""
         texts, redactions = self._redact([prompt, *candidates])
+        answers, rewards = texts[1:], None
         if scored and self.rewards is not None:
-            found = self.rewards.score(fields["version"], texts[0], self.models.system_prompt, texts[1:])
+            found = self.rewards.score(fields["version"], texts[0], self.models.system_prompt, answers)
             if found is not None:
-                fields.update(reward_version=found[0], rewards=found[1])
+                fields["reward_version"], rewards = found
+        if shown is not None and (shown < len(answers) or (by_reward and rewards)):
+            # The best by reward first (the sampled order without a reward model); flags follow their answers.
+            order = sorted(range(len(answers)), key=lambda i: -rewards[i]) if rewards else list(range(len(answers)))
+            keep, rest = order[:shown], order[shown:]
+            fields["hidden"] = [answers[i] for i in rest]
+            fields["hidden_rewards"] = [rewards[i] for i in rest] if rewards else None
+            if fields.get("flags"):
+                fields["flags"] = [fields["flags"][i] for i in keep]
+            answers, rewards = [answers[i] for i in keep], [rewards[i] for i in keep] if rewards else None
+        if rewards is not None:
+            fields["rewards"] = rewards
         generation = Generation(
             reviewer=caller.username,
             prompt=texts[0],
             system_prompt=self.models.system_prompt,
-            candidates=texts[1:],
+            candidates=answers,
             redactions=redactions,
             **fields,
         )
         self.store.append(generation)
         self.ledger.refresh()
         return generation
+
+    @property
+    def rewards_on(self) -> bool:
+        """Whether candidates are scored by a reward model (``--reward-model on``)."""
+        return self.rewards is not None
+
+    def sampled_for(self, k: int) -> int:
+        """How many answers to sample for ``k`` shown candidates: ``--best-of`` when it is on (the
+        reward model then picks the ``k`` shown), else ``k``."""
+        best_of = self.settings.best_of
+        return best_of if best_of > k and self.rewards is not None else k
 
     def _refused(self, prompt: str, caller: Caller, item_id: str | None = None) -> Generation | None:
         """The recorded refusal of a question the input guard blocks; None when it may be answered."""
@@ -187,6 +215,9 @@ class ServiceBase:
         with self._queue_lock:
             self.ledger.refresh()
             self.queue.refresh()
+            for gen in self.ledger.generations_from(self._gens_synced):
+                self._gens_synced += 1
+                self.note_rewards(gen)
             for j in self.ledger.judgements_from(self._queue_synced):
                 self._queue_synced += 1
                 item_id = j.feedback.settles or j.generation.item_id
@@ -196,6 +227,12 @@ class ServiceBase:
                 if j.feedback.settles is None:
                     self.queue.note_judged(item_id, j.feedback.reviewer)
                     self._judged_by[j.feedback.reviewer].add(item_id)
+
+    def note_rewards(self, gen: Generation) -> None:
+        """Tell the queue how close a queued item's top two candidates score (``--uncertain-first``)."""
+        if gen.item_id is not None and gen.rewards is not None and len(gen.rewards) >= 2:
+            top = sorted(gen.rewards, reverse=True)
+            self.queue.set_uncertainty(gen.item_id, top[0] - top[1])
 
     def _check_queued(self, gen: Generation, caller: Caller, settles: str | None) -> None:
         """Only a reviewer who took a queued item with Next (or an admin settling it) may judge it.

@@ -34,11 +34,12 @@ class ReviewActions(ServiceBase):
             raise UserError("several candidates need sampling, but this app decodes greedily (--temperature 0)")
         return k
 
-    def ask(self, prompt: str, caller: Caller, candidates: int | None = None) -> Generation:
+    def ask(self, prompt: str, caller: Caller, candidates: int | None = None, by_reward: bool = False) -> Generation:
         """Answer a question with one or more candidates and record the generation.
 
         A question the input guard refuses is not put to the model: the refusal is recorded as
-        the answer, flagged, so clinicians can still judge it.
+        the answer, flagged, so clinicians can still judge it. With ``by_reward`` (and a reward
+        model) the candidates are stored, and so shown, best by the reward model first.
 
         Raises:
             UserError: the prompt is empty or too long, or the number of candidates is invalid.
@@ -47,12 +48,14 @@ class ReviewActions(ServiceBase):
         refused = self._refused(prompt, caller)
         if refused is not None:
             return refused
-        return self._record_generation(prompt, self.models.generate(prompt, k=k), caller)
+        answer = self.models.generate(prompt, k=self.sampled_for(k))
+        return self._record_generation(prompt, answer, caller, shown=k, by_reward=by_reward)
 
     def ask_stream(
-        self, prompt: str, caller: Caller, candidates: int | None = None
+        self, prompt: str, caller: Caller, candidates: int | None = None, by_reward: bool = False
     ) -> Iterator[tuple[list[str], str, Generation | None]]:
-        """Stream candidates as (texts so far, version, None), ending with the recorded generation.
+        """Stream candidates as (texts so far, version, None), ending with the recorded generation
+        (in the reward model's order with ``by_reward``: the last update reorders them).
 
         Raises:
             UserError: the prompt is empty or too long, or the number of candidates is invalid.
@@ -62,14 +65,22 @@ class ReviewActions(ServiceBase):
         if refused is not None:
             yield refused.candidates, refused.version, refused
             return
+        if self.sampled_for(k) > k:
+            # Which answers are shown is known only once all are scored: nothing to stream before.
+            gen = self.ask(prompt, caller, k, by_reward)
+            yield gen.candidates, gen.version, gen
+            return
         update: StreamUpdate
         for update in self.models.stream(prompt, k=k):
             if update.answer is None:
                 yield update.texts, update.version, None
             else:
-                yield update.texts, update.version, self._record_generation(prompt, update.answer, caller)
+                gen = self._record_generation(prompt, update.answer, caller, shown=k, by_reward=by_reward)
+                yield gen.candidates, update.version, gen
 
-    def _record_generation(self, prompt: str, answer, caller: Caller) -> Generation:
+    def _record_generation(
+        self, prompt: str, answer, caller: Caller, shown: int | None = None, by_reward: bool = False
+    ) -> Generation:
         return self._store_generation(
             caller,
             prompt,
@@ -79,6 +90,8 @@ class ReviewActions(ServiceBase):
             prompt_tokens=answer.prompt_tokens,
             flags=[self.safety.check_answer(prompt, text) for text in answer.candidates],
             scored=True,
+            shown=shown,
+            by_reward=by_reward,
         )
 
     def accept(

@@ -138,13 +138,15 @@ class TeamActions(ServiceBase):
         refused = self._refused(prompt, caller, item_id=item.id)
         if refused is not None:
             return refused
-        answer = self.models.generate(prompt, k=self.settings.candidates)
+        k = self.settings.candidates
+        answer = self.models.generate(prompt, k=self.sampled_for(k))
         flags = [self.safety.check_answer(prompt, text) for text in answer.candidates]
         gen = self._store_generation(
             caller, prompt, answer.candidates, version=answer.version, sampling=answer.sampling,
-            prompt_tokens=answer.prompt_tokens, flags=flags, item_id=item.id, scored=True,
+            prompt_tokens=answer.prompt_tokens, flags=flags, item_id=item.id, scored=True, shown=k,
         )  # fmt: skip
-        if any(has_high(f) for f in flags):
+        self.note_rewards(gen)
+        if any(has_high(f) for f in gen.flags):
             self.queue.reprioritise(item.id, flagged=True)  # a flagged answer moves its item up
         return gen
 

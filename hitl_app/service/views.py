@@ -275,6 +275,7 @@ class AskReply(View):
         description="each candidate's score from the serving version's reward model (a learned proxy for the "
         "clinicians' preferences, not a judgement); null when there is no reward model"
     )
+    hidden: int = Field(description="--best-of: sampled answers not shown (lower by the reward model), stored with the generation")
 
     @classmethod
     def of(cls, gen: Generation) -> AskReply:
@@ -288,6 +289,7 @@ class AskReply(View):
             refused=gen.refused,
             redactions=gen.redactions,
             rewards=gen.rewards,
+            hidden=len(gen.hidden),
         )
 
 

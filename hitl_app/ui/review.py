@@ -50,6 +50,12 @@ class ReviewTab:
                 scale=1,
             )
             self.ask_btn = gr.Button("Ask", variant="primary", elem_id="ask", scale=3)
+        # The candidates are stored in the order shown, so a judgement's candidate number is what
+        # the clinician saw; the scores are the reward model's, a learned proxy, not a colleague's vote.
+        self.by_reward = gr.Checkbox(
+            label="Order candidates by the reward model's score (best first)", value=False,
+            visible=service.rewards_on, elem_id="by-reward",
+        )  # fmt: skip
         self.current = gr.State(None)
         self.boxes: list[gr.Textbox] = []
         self.ranks: list[gr.Dropdown] = []
@@ -105,12 +111,13 @@ class ReviewTab:
         ]
 
     # ----- handlers -----
-    def ask_stream(self, prompt: str, how_many: int | str, request: gr.Request) -> Iterator[dict]:
-        """Clear the tab for ``how_many`` candidates, stream them in, then hold the recorded generation."""
+    def ask_stream(self, prompt: str, how_many: int | str, by_reward: bool, request: gr.Request) -> Iterator[dict]:
+        """Clear the tab for ``how_many`` candidates, stream them in, then hold the recorded generation
+        (its candidates in the reward model's order when ``by_reward``)."""
         caller = self.login(request)
         k = self.service.candidates_for(int(how_many))
         yield {**self._layout([""] * k, "…"), self.badge: badge("…"), self.current: None, self.edit_box: "", self.flags: ""}
-        for texts, version, generation in self.service.ask_stream(prompt, caller, k):
+        for texts, version, generation in self.service.ask_stream(prompt, caller, k, by_reward=bool(by_reward)):
             update: dict = {
                 box: gr.update(value=text, label=candidate_label(i, version))
                 for i, (box, text) in enumerate(zip(self.boxes, texts))
@@ -230,7 +237,7 @@ class ReviewTab:
         ask_event = {**model_queue, **private}
         asking = user_errors(self.ask_stream)
         for trigger in (self.ask_btn.click, self.question.submit):
-            trigger(asking, [self.question, self.how_many], self.asked, **ask_event)
+            trigger(asking, [self.question, self.how_many, self.by_reward], self.asked, **ask_event)
             # A typed question is not the queued item: its line and reference go (the claim stays open).
             trigger(self.queue.left_item, None, self.queue.item_outputs, **private, show_progress="hidden")
         self.chooser.change(self.choose, [self.current, self.chooser], self.edit_box, **private)
