@@ -97,14 +97,7 @@ def finite_figures(result: RLResult) -> list[float]:
     return values + list(result.rewards.values())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the tiny model's steps are too small to share, and two threads on a busy
-    two-core machine spend most of their time waiting for each other (10x slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

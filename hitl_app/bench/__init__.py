@@ -3,8 +3,8 @@
 Run from the repository root::
 
     .venv/bin/python -m hitl_app.bench [--out bench-results/bench.json] [--quick]
-                                       [--only startup,store,team,swap,candidates,concurrency,decode,safety,
-                                               retrain,rounds,answers,teach]
+                                       [--only startup,store,phi,team,swap,candidates,concurrency,decode,
+                                               safety,reward,retrain,rounds,answers,teach]
                                        [--serve-threads 1,2] [--trainer-threads N] [--keep]
 
 (``make bench`` runs the full set.) Each benchmark measures its figures side by side in one run,
@@ -37,6 +37,9 @@ so that ratios stay meaningful on a noisy machine:
 5. ``safety`` (safety.py): the time the safety checks (input guard, answer checks, redaction) add
    to each answer, p50/p95 over the shipped evaluation questions and reference answers, and the
    over-flag rate (medication flags on those correct answers). Goals: p95 <= 5 ms, <= 5%.
+   ``reward`` (reward.py): a reward model trained on 20 designed preference pairs (time), its
+   held-out pairwise accuracy, scoring 4 candidates, and one RL stage of 8 questions x 4 answers.
+   Goals: <= 20 s; >= 0.9; <= 50 ms; <= 120 s.
    ``concurrency`` (concurrency.py): 8 clients asking for 2 candidates at the same moment,
    answered in batched calls, against one client asking the same questions in turn: aggregate
    answer tokens/s and p95 latency. Goals: >= 3x the tokens/s, p95 <= 3x.

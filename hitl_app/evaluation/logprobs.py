@@ -63,6 +63,17 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def right_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as one right-padded batch: (input ids, attention mask), each a long tensor."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, row in enumerate(rows):
+        ids[j, : len(row)] = torch.tensor(row)
+        mask[j, : len(row)] = 1
+    return ids, mask
+
+
 def check_fits(model, lengths: Sequence[int], what: str) -> None:
     """Raise ``ValueError`` naming every row longer than the model's context."""
     limit = context_length(model)
@@ -87,12 +98,8 @@ def score_rows(
         device = device_of(model)
         trim = accepts_logits_to_keep(model)
         for batch in length_batches([len(r) for r in rows], batch_size):
-            width = max(len(rows[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for j, i in enumerate(batch):
-                ids[j, : len(rows[i])] = torch.tensor(rows[i])
-                mask[j, : len(rows[i])] = 1
+            ids, mask = right_padded([rows[i] for i in batch], pad_id)
+            width = ids.shape[1]
             first = min(starts[i] for i in batch) - 1 if trim else 0  # the first position whose logits are read
             kwargs = {"logits_to_keep": width - first} if trim else {}
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs).logits  # (B, T - first, V)

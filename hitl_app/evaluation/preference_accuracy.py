@@ -37,6 +37,20 @@ def _reply_text(value: Any) -> str | None:
     return None
 
 
+def check_pairs(pairs: list[dict]) -> None:
+    """Raise ``ValueError`` listing every malformed DPO row (a prompt of chat messages, and a chosen
+    and a rejected answer, each one assistant message or a string)."""
+    problems = []
+    for i, pair in enumerate(pairs):
+        for key in ("chosen", "rejected"):
+            if _reply_text(pair.get(key)) is None:
+                problems.append(f"pair {i}: {key!r} must be one assistant message or a string")
+        if not isinstance(pair.get("prompt"), list):
+            problems.append(f"pair {i}: 'prompt' must be a list of chat messages")
+    if problems:
+        raise ValueError("malformed preference pairs:\n" + "\n".join(problems))
+
+
 def preference_accuracy(
     model: ModelView | Any,
     tokenizer,
@@ -65,15 +79,7 @@ def preference_accuracy(
         ValueError: no pairs, a malformed pair (all are listed), or ``"base"`` on a model without
             adapters.
     """
-    problems = []
-    for i, pair in enumerate(pairs):
-        for key in ("chosen", "rejected"):
-            if _reply_text(pair.get(key)) is None:
-                problems.append(f"pair {i}: {key!r} must be one assistant message or a string")
-        if not isinstance(pair.get("prompt"), list):
-            problems.append(f"pair {i}: 'prompt' must be a list of chat messages")
-    if problems:
-        raise ValueError("malformed preference pairs:\n" + "\n".join(problems))
+    check_pairs(pairs)
     if not pairs:
         raise ValueError("no preference pairs to evaluate")
     policy = as_view(model)

@@ -27,9 +27,9 @@ import torch
 
 from ..core.chat import Message
 from ..versions.registry import REWARD_SUBDIR  # noqa: F401  (re-exported: a reward adapter's folder in a version's)
-from .logprobs import check_fits, length_batches
+from .logprobs import check_fits, length_batches, right_padded
 from .model_view import device_of
-from .preference_accuracy import _reply_text
+from .preference_accuracy import _reply_text, check_pairs
 
 log = logging.getLogger(__name__)
 
@@ -229,12 +229,7 @@ def score_conversations(model, tokenizer, conversations: list[list[Message]], ba
     model.eval()
     try:
         for batch in length_batches([len(r) for r in rows], batch_size):
-            width = max(len(rows[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for j, i in enumerate(batch):
-                ids[j, : len(rows[i])] = torch.tensor(rows[i])
-                mask[j, : len(rows[i])] = 1
+            ids, mask = right_padded([rows[i] for i in batch], pad_id)
             # use_cache=False as in TRL's compute_loss: a score needs no key/value cache.
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
             for j, i in enumerate(batch):
@@ -260,18 +255,6 @@ def score_completions(
     return score_conversations(model, tokenizer, conversations, batch_size)
 
 
-def _check_pairs(pairs: list[dict]) -> None:
-    problems = []
-    for i, pair in enumerate(pairs):
-        for key in ("chosen", "rejected"):
-            if _reply_text(pair.get(key)) is None:
-                problems.append(f"pair {i}: {key!r} must be one assistant message or a string")
-        if not isinstance(pair.get("prompt"), list):
-            problems.append(f"pair {i}: 'prompt' must be a list of chat messages")
-    if problems:
-        raise ValueError("malformed preference pairs:\n" + "\n".join(problems))
-
-
 def score_pairs(model, tokenizer, pairs: list[dict], batch_size: int = 8) -> list[tuple[float, float]]:
     """The (chosen, rejected) rewards of each preference pair, in input order.
 
@@ -282,7 +265,7 @@ def score_pairs(model, tokenizer, pairs: list[dict], batch_size: int = 8) -> lis
     Raises:
         ValueError: a malformed pair (all are listed).
     """
-    _check_pairs(pairs)
+    check_pairs(pairs)
     conversations = [
         [*pair["prompt"], {"role": "assistant", "content": _reply_text(pair[key])}]
         for key in ("chosen", "rejected")

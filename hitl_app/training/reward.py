@@ -59,16 +59,7 @@ class RewardResult:
 def reward_lora_config(cfg: TrainConfig):
     """The peft ``LoraConfig`` of a fresh reward adapter: the round's LoRA settings on a
     sequence classifier, with the score head trained in full and saved with the adapter."""
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.lora_target_modules),
-        task_type="SEQ_CLS",
-        modules_to_save=[SCORE_HEAD],
-    )
+    return cfg.lora_config(task_type="SEQ_CLS", modules_to_save=[SCORE_HEAD])
 
 
 def unload_reward_adapter(model):

@@ -98,8 +98,9 @@ class TrainConfig:
             dataloader_num_workers=0,
         )
 
-    def lora_config(self):
-        """The peft ``LoraConfig`` for a fresh adapter."""
+    def lora_config(self, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None):
+        """The peft ``LoraConfig`` for a fresh adapter: the policy's (a causal LM), or with
+        ``task_type="SEQ_CLS"`` and its head in ``modules_to_save``, a reward model's."""
         from peft import LoraConfig
 
         return LoraConfig(
@@ -107,7 +108,8 @@ class TrainConfig:
             lora_alpha=self.lora_alpha,
             lora_dropout=self.lora_dropout,
             target_modules=list(self.lora_target_modules),
-            task_type="CAUSAL_LM",
+            task_type=task_type,
+            modules_to_save=modules_to_save,
         )
 
 
