@@ -194,7 +194,7 @@ def test_build_dashboard_draws_every_plot_from_the_service(tmp_path) -> None:
     service = HITLService(
         settings=SimpleNamespace(
             gate_kl_budget=0.25, feedback_dir=tmp_path / "feedback", reviews_per_item=1, consensus_threshold=0.6,
-            rubric="off", holdout_fraction=0.0, pregenerate=0,
+            rubric="off", holdout_fraction=0.0, pregenerate=0, uncertain_first="off",
         ),
         store=store,
         models=SimpleNamespace(),

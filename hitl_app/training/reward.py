@@ -97,6 +97,7 @@ def attach_reward_adapter(model, previous: Path | None, cfg: TrainConfig):
     Raises:
         ValueError: ``model`` is not a one-label classifier.
     """
+    import torch
     from peft import PeftModel, get_peft_model
 
     if getattr(model.config, "num_labels", None) != 1 or not hasattr(model, SCORE_HEAD):
@@ -104,7 +105,11 @@ def attach_reward_adapter(model, previous: Path | None, cfg: TrainConfig):
     if previous is not None:
         wrapped = PeftModel.from_pretrained(model, str(previous), is_trainable=True)
     else:
-        wrapped = get_peft_model(model, reward_lora_config(cfg))
+        # LoRA's A matrices are drawn from torch's global generator: seed a private fork of it, so a
+        # fresh reward adapter is the same whatever ran before in the process.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            wrapped = get_peft_model(model, reward_lora_config(cfg))
     # PeftModel forwards unload() to its tuner through __getattr__, so an attribute on the instance
     # takes its place (see the module docstring for why the caller's unload must restore the head).
     wrapped.unload = types.MethodType(unload_reward_adapter, wrapped)
