@@ -20,11 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from datetime import date
 from pathlib import Path
 from typing import Callable
 
 from ..core.shipped import shipped_file
 from ..safety.phi import luhn_ok
+
+# Fixed date ranges, not ones relative to today: the seeded set must be the same on any day.
+ADULT_BORN = (date(1937, 1, 1), date(2007, 12, 31))  # aged 18 to 89 in 2026
+ANYONE_BORN = (date(1937, 1, 1), date(2025, 1, 1))
+STAY_DAYS = (date(2024, 1, 1), date(2025, 12, 31))  # admissions and discharges
 
 PHI_EVAL_PATH = shipped_file("phi_eval.jsonl")
 SEED = 19
@@ -185,22 +191,22 @@ def _templates() -> dict[str, Callable[[object, random.Random], Made]]:
 
     @t("dob")
     def _(fake, rng):
-        dob = fake.date_of_birth(minimum_age=18, maximum_age=89).strftime(rng.choice(["%d/%m/%Y", "%d %B %Y", "%Y-%m-%d"]))
+        dob = fake.date_between_dates(ADULT_BORN[0], ADULT_BORN[1]).strftime(rng.choice(["%d/%m/%Y", "%d %B %Y", "%Y-%m-%d"]))
         return f"Date of birth {dob}; allergic to penicillin.", [("DOB", dob)]
 
     @t("dob_born")
     def _(fake, rng):
-        dob = fake.date_of_birth(minimum_age=1, maximum_age=89).strftime("%d %B %Y")
+        dob = fake.date_between_dates(ANYONE_BORN[0], ANYONE_BORN[1]).strftime("%d %B %Y")
         return f"The child was born on {dob} at 34 weeks.", [("DOB", dob)]
 
     @t("admitted_on")
     def _(fake, rng):
-        day = fake.date_between(start_date="-2y", end_date="today").strftime(rng.choice(["%d/%m/%Y", "%d %B %Y"]))
+        day = fake.date_between_dates(STAY_DAYS[0], STAY_DAYS[1]).strftime(rng.choice(["%d/%m/%Y", "%d %B %Y"]))
         return f"She was admitted on {day} with {rng.choice(CONDITIONS)}.", [("DATE", day)]
 
     @t("discharged_on")
     def _(fake, rng):
-        day = fake.date_between(start_date="-2y", end_date="today").strftime("%d %B %Y")
+        day = fake.date_between_dates(STAY_DAYS[0], STAY_DAYS[1]).strftime("%d %B %Y")
         return f"Discharged home on {day} on {rng.choice(DRUGS)}.", [("DATE", day)]
 
     @t("age_over_89")
