@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from hitl_app.core.errors import UserError
 from hitl_app.feedback.records import BASE_VERSION, Feedback, Generation, Sampling
 from hitl_app.feedback.store import FeedbackStore
 from hitl_app.service.base import Caller
@@ -60,7 +61,7 @@ def test_best_of_samples_n_in_one_call_stores_all_and_shows_the_k_best(service, 
     reply = AskReply.of(gen).to_json()
     assert reply["hidden"] == 2 and reply["rewards"] == gen.rewards
     # the hidden answers cannot be judged: a clinician never saw them
-    with pytest.raises(Exception, match="candidate"):
+    with pytest.raises(UserError, match="candidate 2 does not exist; this generation has 2"):
         service.accept(gen.id, CLINICIAN, candidate=2)
     stored = service.generation(gen.id)
     assert stored.hidden == gen.hidden

@@ -203,3 +203,14 @@ def test_rl_needs_the_reward_model(make_settings) -> None:
 
     with pytest.raises(ValidationError, match="needs --reward-model on"):
         make_settings(train_method="rl", reward_model="off")
+
+
+def test_the_progress_bar_gives_each_stage_its_span_in_the_order_they_run() -> None:
+    from hitl_app.training.round import TRAIN_SHARE, _Spans
+
+    spans = _Spans.of([("sft", 2), ("preference", 0), ("reward", 4), ("rl", 2)])
+    assert spans.spans["sft"] == (0.0, TRAIN_SHARE * 0.25)
+    assert spans.spans["preference"] == (TRAIN_SHARE * 0.25, TRAIN_SHARE * 0.25)  # a stage that does not run
+    assert spans.at("reward", 0.5) == pytest.approx(TRAIN_SHARE * 0.5)
+    assert spans.spans["rl"] == (pytest.approx(TRAIN_SHARE * 0.75), pytest.approx(TRAIN_SHARE))
+    assert _Spans.of([("sft", 0)]).at("sft", 1.0) == 0.0

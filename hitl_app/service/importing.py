@@ -187,7 +187,7 @@ def _screen_all(
     rows: list[QuestionRow], safety: SafetyChecker, redact: bool, report: Callable[[float, str], None]
 ) -> list[Screened]:
     """Every row screened; a large set across all cores. Screening is pure regular-expression work
-    in Python (about 0.3 ms a question), so one interpreter would take most of a 100k import; worker
+    in Python, so one interpreter would take most of a 100k import; worker
     processes are started fresh (spawn), never forked from a server holding a model and threads."""
     total = len(rows)
     workers = min(os.cpu_count() or 1, math.ceil(total / CHUNK))

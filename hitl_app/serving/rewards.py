@@ -61,6 +61,9 @@ class RewardScorer:
         self.batch_size = batch_size
         self._model = None  # a PeftModel over the sequence-classification base, one adapter per version
         self._loaded: OrderedDict[str, None] = OrderedDict()  # adapter names, least recently used first
+        # version -> its reward model's (version, folder): published versions never change, so the
+        # answer path reads the registry once per version, not once per answer.
+        self._sources: dict[str, tuple[str, Path] | None] = {}
         self._lock = threading.Lock()
 
     def score(self, version: str, question: str, system_prompt: str | None, candidates: list[str]) -> tuple[str, list[float]] | None:
@@ -74,11 +77,13 @@ class RewardScorer:
         """
         from ..evaluation.reward_model import score_completions
 
-        found = self.registry.reward_source(version)
-        if found is None:
-            return None
-        source, path = found
         with self._lock:
+            if version not in self._sources:
+                self._sources[version] = self.registry.reward_source(version)
+            found = self._sources[version]
+            if found is None:
+                return None
+            source, path = found
             model = self._with_adapter(source, path)
             started = time.perf_counter()
             scores = score_completions(model, self.tokenizer, chat_prompt(question, system_prompt), candidates, self.batch_size)

@@ -113,6 +113,29 @@ class _StageTimes:
         return steps * (self.sft_step_s or 0.0) + preference * (self.preference_row_s or 0.0)
 
 
+@dataclass(frozen=True)
+class _Spans:
+    """Each training stage's (start, end) on the progress bar, which training fills up to ``TRAIN_SHARE``."""
+
+    spans: dict[str, tuple[float, float]]
+
+    @classmethod
+    def of(cls, costs: list[tuple[str, float]]) -> _Spans:
+        """Spans in the order given, each as wide as its share of the summed costs."""
+        total = sum(cost for _, cost in costs) or 1.0
+        spans, start = {}, 0.0
+        for name, cost in costs:
+            end = start + TRAIN_SHARE * cost / total
+            spans[name] = (start, end)
+            start = end
+        return cls(spans)
+
+    def at(self, stage: str, fraction: float) -> float:
+        """The bar's position ``fraction`` of the way through ``stage``."""
+        start, end = self.spans[stage]
+        return start + fraction * (end - start)
+
+
 class RoundRunner:
     """Runs training rounds in the current process (the trainer process, or a test).
 
@@ -189,14 +212,17 @@ class RoundRunner:
         try:
             with self._watching(base):
                 sft, preference = self._train(model, tokenizer, todo)
-            reward = self._train_reward(tokenizer, todo, parent, staging)
-            rl = self._train_rl(model, tokenizer, todo, staging / REWARD_SUBDIR if reward else None, parent)
+            # The held-out data, read once: the reward model and the policy are measured on the same pairs.
+            sets = build_eval_sets(self._usable(), self.evaluation)
+            reward = self._train_reward(tokenizer, todo, parent, staging, sets.pairs)
+            own_reward = staging / REWARD_SUBDIR if reward else None
+            rl = self._train_rl(model, tokenizer, todo, own_reward, parent)
             model.save_pretrained(str(staging))
             trained_s = time.perf_counter() - started
             fraction = self._eval_fraction(started, todo)
             with self._watching(base):
-                report = self._evaluate(model, tokenizer, parent, parent_dir, fraction)
-            evaluation = self._with_reward_eval(report, tokenizer, staging / REWARD_SUBDIR if reward else None, parent)
+                report = self._evaluate(model, tokenizer, parent, parent_dir, sets, fraction)
+            evaluation = self._with_reward_eval(report, tokenizer, own_reward, parent)
             manifest = Manifest(
                 version="pending",
                 parent=parent,
@@ -315,10 +341,7 @@ class RoundRunner:
 
     def _train(self, model, tokenizer, todo: _RoundRows) -> tuple[SFTResult | None, PreferenceMetrics | None]:
         """Stages 2 and 3: SFT, then the preference stage, on the round's adapter (each if it has rows)."""
-        sft_cost, pref_cost, reward_cost = self._costs(todo)
-        total = sft_cost + pref_cost + reward_cost
-        split = TRAIN_SHARE * sft_cost / total
-        end = TRAIN_SHARE * (sft_cost + pref_cost) / total
+        spans = self._spans(todo)
         # Neither stage runs an evaluation pass: their figures come from the training steps' logs.
         callbacks = [self.threads.callback()] if self.threads is not None else []
         sft = None
@@ -328,7 +351,7 @@ class RoundRunner:
                 tokenizer,
                 todo.rows.sft_new,
                 self.cfg,
-                progress=lambda f, m: self._progress(f * split, m),
+                progress=lambda f, m: self._progress(spans.at("sft", f), m),
                 replay=todo.rows.sft_replay,
                 eval_losses=False,
                 callbacks=callbacks,
@@ -342,66 +365,84 @@ class RoundRunner:
                 todo.preference,
                 self.cfg,
                 beta=self.training.beta,
-                progress=lambda f, m: self._progress(split + f * (end - split), m),
+                progress=lambda f, m: self._progress(spans.at("preference", f), m),
                 eval_after=False,
                 reference="base",
                 callbacks=callbacks,
             )
         return sft, preference
 
-    def _costs(self, todo: _RoundRows) -> tuple[float, float, float]:
-        """The rough costs of the SFT, preference and reward stages, which share the progress bar: a
+    def _spans(self, todo: _RoundRows) -> _Spans:
+        """Each training stage's share of the progress bar, in the order they run, by rough cost: a
         preference row is a chosen and a rejected sequence, each through the policy and the
-        reference; a reward pair is the two through one model, once per epoch. 0 for a stage that
-        does not run."""
-        reward = 0.0
-        if self.training.reward_model == "on" and todo.reward_pairs:
-            reward = 2 * len(todo.reward_pairs) * self.training.reward_epochs
-        # An RL round's sampled answers (generation dominates a step on a CPU) count as preference work.
+        reference; a reward pair is the two through one model, once per epoch; an RL answer is
+        sampled, then scored and trained on (generation dominates a step on a CPU)."""
+        reward = 2 * len(todo.reward_pairs) * self.training.reward_epochs if self._trains_reward(todo) else 0.0
         rl = self.training.rl_prompts * self.training.rl_generations if todo.rl else 0
-        return float(len(todo.rows.sft)), 4.0 * len(todo.preference) + rl, reward
+        return _Spans.of([("sft", len(todo.rows.sft)), ("preference", 4 * len(todo.preference)), ("reward", reward), ("rl", rl)])
 
-    def _train_reward(self, tokenizer, todo: _RoundRows, parent: str, staging: Path) -> RewardModelMetrics | None:
-        """Stage 3b: the reward model on the round's pairs, continuing from the parent's (or its nearest
-        ancestor's), measured on
-        the held-out pairs and saved into ``staging/reward``; None when it does not run.
+    def _trains_reward(self, todo: _RoundRows) -> bool:
+        return self.training.reward_model == "on" and bool(todo.reward_pairs)
 
-        A failure here fails the round like any stage: nothing is published and serving goes on.
-        """
-        sft_cost, pref_cost, reward_cost = self._costs(todo)
-        if not reward_cost:
-            return None
-        from ..evaluation.reward_model import load_reward_base, pairwise_accuracy
-        from .reward import attach_reward_adapter, train_reward, unload_reward_adapter
+    def _reward_source(self, trained: Path | None, parent: str) -> tuple[str, Path] | None:
+        """The reward model a stage uses: the round's own (saved in ``trained``), else the parent's nearest."""
+        return (OWN_REWARD, trained) if trained is not None else self.registry.reward_source(parent)
 
-        started = time.perf_counter()
-        _inject_fault("reward")
-        source = self.registry.reward_source(parent)
-        previous = source[1] if source else None
+    @contextlib.contextmanager
+    def _reward_model(self, previous: Path | None, trainable: bool):
+        """The kept reward base with a reward adapter: ``previous`` (None: a fresh one, trainable) for
+        the block; afterwards the adapter and its head are stripped again, so the next use starts
+        from the clean base."""
+        from ..evaluation.reward_model import load_reward_base
+        from .reward import attach_reward_adapter, unload_reward_adapter
+
         if self._reward_base is None:
             self._reward_base = load_reward_base(
                 self.base_source, device=self.cfg.device, load_in_4bit=self.training.load_in_4bit
             )
-        model = attach_reward_adapter(self._reward_base, previous, self.cfg)
-        begin = TRAIN_SHARE * (sft_cost + pref_cost) / (sft_cost + pref_cost + reward_cost)
+        if trainable:
+            model = attach_reward_adapter(self._reward_base, previous, self.cfg)
+        else:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(self._reward_base, str(previous))
         try:
             with self._watching(model):
-                result = train_reward(
-                    model,
-                    tokenizer,
-                    todo.reward_pairs,
-                    self.cfg,
-                    epochs=self.training.reward_epochs,
-                    learning_rate=self.training.reward_learning_rate,
-                    progress=lambda f, m: self._progress(begin + f * (TRAIN_SHARE - begin), m),
-                    callbacks=[self.threads.callback()] if self.threads is not None else [],
-                )
-                heldout = build_eval_sets(self._usable(), self.evaluation).pairs
-                accuracy = pairwise_accuracy(model, tokenizer, heldout) if heldout else None
-            model.save_pretrained(str(staging / REWARD_SUBDIR))
+                yield model
         finally:
-            # Strip the LoRA and the trained head, so the next round starts from the clean base.
             self._reward_base = unload_reward_adapter(model)
+
+    def _train_reward(
+        self, tokenizer, todo: _RoundRows, parent: str, staging: Path, heldout: list[dict]
+    ) -> RewardModelMetrics | None:
+        """Stage 3b: the reward model on the round's pairs, continuing from the parent's (or its nearest
+        ancestor's), measured on the ``heldout`` pairs and saved into ``staging/reward``; None when it
+        does not run.
+
+        A failure here fails the round like any stage: nothing is published and serving goes on.
+        """
+        if not self._trains_reward(todo):
+            return None
+        from ..evaluation.reward_model import pairwise_accuracy
+        from .reward import train_reward
+
+        started = time.perf_counter()
+        _inject_fault("reward")
+        source = self.registry.reward_source(parent)
+        spans = self._spans(todo)
+        with self._reward_model(source[1] if source else None, trainable=True) as model:
+            result = train_reward(
+                model,
+                tokenizer,
+                todo.reward_pairs,
+                self.cfg,
+                epochs=self.training.reward_epochs,
+                learning_rate=self.training.reward_learning_rate,
+                progress=lambda f, m: self._progress(spans.at("reward", f), m),
+                callbacks=[self.threads.callback()] if self.threads is not None else [],
+            )
+            accuracy = pairwise_accuracy(model, tokenizer, heldout) if heldout else None
+            model.save_pretrained(str(staging / REWARD_SUBDIR))
         metrics = RewardModelMetrics(
             pairs=result.pairs,
             steps=result.steps,
@@ -427,17 +468,14 @@ class RoundRunner:
         questions nobody judged; None when it does not run. A failure fails the round."""
         if not todo.rl:
             return None
-        source = (OWN_REWARD, trained) if trained is not None else self.registry.reward_source(parent)
+        source = self._reward_source(trained, parent)
         if source is None:
             log.warning("--train-method rl: no reward model yet (the round had no pairs), so no RL stage")
             return None
-        from peft import PeftModel
-
-        from ..evaluation.reward_model import load_reward_base, score_completions
-        from ..safety.checker import SafetyChecker
+        from ..evaluation.reward_model import score_completions
         from ..feedback.queue import ReviewQueue
         from ..feedback.store import QueueStore
-        from .reward import unload_reward_adapter
+        from ..safety.checker import SafetyChecker
         from .rl import reward_model_reward, safety_reward, train_rl
 
         _inject_fault("rl")
@@ -449,28 +487,21 @@ class RoundRunner:
         if not chosen.questions:
             log.warning("--train-method rl: every question has been judged, so no RL stage")
             return None
-        if self._reward_base is None:
-            self._reward_base = load_reward_base(self.base_source, device=self.cfg.device, load_in_4bit=t.load_in_4bit)
-        reward = PeftModel.from_pretrained(self._reward_base, str(source[1]))
-        sft_cost, pref_cost, reward_cost = self._costs(todo)
-        begin = TRAIN_SHARE * (sft_cost + reward_cost) / (sft_cost + pref_cost + reward_cost)
-        try:
-            with self._watching(model):
-                result = train_rl(
-                    model,
-                    tokenizer,
-                    [chat_prompt(q, t.system_prompt or None) for q in chosen.questions],
-                    [reward_model_reward(reward, tokenizer, score_completions), safety_reward(SafetyChecker())],
-                    self.cfg,
-                    generations=t.rl_generations,
-                    max_new_tokens=t.rl_max_new_tokens,
-                    beta=t.rl_beta,
-                    learning_rate=t.preference_learning_rate,
-                    progress=lambda f, m: self._progress(begin + f * (TRAIN_SHARE - begin), m),
-                    callbacks=[self.threads.callback()] if self.threads is not None else [],
-                )
-        finally:
-            self._reward_base = unload_reward_adapter(reward)
+        spans = self._spans(todo)
+        with self._reward_model(source[1], trainable=False) as reward, self._watching(model):
+            result = train_rl(
+                model,
+                tokenizer,
+                [chat_prompt(q, t.system_prompt or None) for q in chosen.questions],
+                [reward_model_reward(reward, tokenizer, score_completions), safety_reward(SafetyChecker())],
+                self.cfg,
+                generations=t.rl_generations,
+                max_new_tokens=t.rl_max_new_tokens,
+                beta=t.rl_beta,
+                learning_rate=t.preference_learning_rate,
+                progress=lambda f, m: self._progress(spans.at("rl", f), m),
+                callbacks=[self.threads.callback()] if self.threads is not None else [],
+            )
         return RLMetrics(
             trainer=result.trainer,
             reward_version=source[0],
@@ -493,25 +524,16 @@ class RoundRunner:
         (saved in ``trained``), else the parent's nearest; unchanged without one or without samples."""
         if self.training.reward_model != "on" or not report.samples:
             return report.metrics
-        source = (OWN_REWARD, trained) if trained is not None else self.registry.reward_source(parent)
+        source = self._reward_source(trained, parent)
         if source is None:
             return report.metrics
-        from peft import PeftModel
+        from ..evaluation.reward_model import score_completions
 
-        from ..evaluation.reward_model import load_reward_base, score_completions
-        from .reward import unload_reward_adapter
-
-        if self._reward_base is None:
-            self._reward_base = load_reward_base(self.base_source, device=self.cfg.device, load_in_4bit=self.training.load_in_4bit)
-        model = PeftModel.from_pretrained(self._reward_base, str(source[1]))
-        try:
-            with self._watching(model):
-                pairs = [
-                    score_completions(model, tokenizer, chat_prompt(s.question, s.system_prompt), [s.answer, s.serving_answer])
-                    for s in report.samples
-                ]
-        finally:
-            self._reward_base = unload_reward_adapter(model)
+        with self._reward_model(source[1], trainable=False) as model:
+            pairs = [
+                score_completions(model, tokenizer, chat_prompt(s.question, s.system_prompt), [s.answer, s.serving_answer])
+                for s in report.samples
+            ]
         tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         figures = reward_evaluation(
             source[0],
@@ -528,14 +550,15 @@ class RoundRunner:
         )  # fmt: skip
         return report.metrics.model_copy(update={"reward": figures})
 
-    def _evaluate(self, model, tokenizer, parent: str, parent_dir: Path | None, fraction: float = 1.0) -> VersionReport:
+    def _evaluate(
+        self, model, tokenizer, parent: str, parent_dir: Path | None, sets: EvalSets, fraction: float = 1.0
+    ) -> VersionReport:
         """Stage 4: the new adapter against the serving version, on held-out feedback and the shipped sets.
 
         The serving version's figures on the shipped data are read back from its manifest (or the
         base cache) when they were measured with this evaluation's key; the base's, once measured,
         are cached.
         """
-        sets = build_eval_sets(self._usable(), self.evaluation)
         key = self._eval_key(sets)
         judge = self._clinical_judge(ModelView.base(model), tokenizer, sets, key)
         report = evaluate_version(
