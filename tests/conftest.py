@@ -81,6 +81,49 @@ def embedded_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_embedded_base(tmp_path_factory.mktemp("embedded") / "base")
 
 
+@pytest.fixture(scope="session")
+def _embedded_figures(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("embedded-eval-cache")
+
+
+@pytest.fixture
+def shared_base_figures(tmp_path: Path, _embedded_figures: Path):
+    """The embedded base's figures on the shipped evaluation data, shared by the session's slow
+    rounds as the app shares them between its own rounds (``evaluation.eval_cache``).
+
+    ``tmp_path/checkpoints/.eval-cache`` starts with what earlier tests measured, and what this
+    test measures is kept for later ones. A figure is read back only for an identical evaluation
+    key, so a test's outcome does not depend on which test measured it first.
+    """
+    import shutil
+
+    from hitl_app.evaluation.eval_cache import CACHE_DIR
+
+    cache = tmp_path / "checkpoints" / CACHE_DIR
+    shutil.copytree(_embedded_figures, cache, dirs_exist_ok=True)
+    yield cache
+    if cache.is_dir():
+        shutil.copytree(cache, _embedded_figures, dirs_exist_ok=True)
+
+
+@pytest.fixture
+def embedded_settings(tmp_path: Path, embedded_base: Path, shared_base_figures: Path):
+    """Build Settings on the embedded model for a slow round, with data under tmp_path and the
+    base's evaluation figures shared (``shared_base_figures``); keyword arguments override."""
+    from hitl_app.core.config import Settings
+
+    def make(**overrides) -> Settings:
+        values = {
+            "base_model": str(embedded_base),
+            "feedback_dir": tmp_path / "feedback",
+            "checkpoints_dir": tmp_path / "checkpoints",
+            "device": "cpu",
+        }
+        return Settings(**(values | overrides))
+
+    return make
+
+
 @pytest.fixture(scope="module")
 def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_base: Path):
     """The whole app (server, model manager, trainer process) on the tiny model, one per test module.

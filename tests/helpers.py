@@ -171,6 +171,26 @@ def judgement(reviewer: str, action: str, candidate: int = 0, ranking: list[list
     )
 
 
+def store_judgement(store, question: str, candidates: list[str], system_prompt: str | None = None, reviewer: str = "dr-test", **feedback):
+    """Append a base-model generation of ``candidates`` to ``question`` and ``reviewer``'s
+    judgement of it (``Feedback`` fields: ``action``, ``ranking``, ``id``...) to ``store``; returns
+    the generation."""
+    from hitl_app.feedback.records import BASE_VERSION, Feedback, Generation, Sampling
+
+    gen = Generation(
+        reviewer=reviewer,
+        prompt=question,
+        system_prompt=system_prompt,
+        candidates=candidates,
+        version=BASE_VERSION,
+        sampling=Sampling(do_sample=True, temperature=0.7, top_p=1.0, max_new_tokens=64),
+        prompt_tokens=0,
+    )
+    store.append(gen)
+    store.append(Feedback(reviewer=reviewer, generation_id=gen.id, **feedback))
+    return gen
+
+
 # A small question set for the team-review UI tests: two questions with reference answers.
 QUESTION_SET = [
     {"question": "How should a sprained ankle be managed at home?", "answer": "Rest, ice, compression and elevation.",

@@ -10,9 +10,10 @@ import pytest
 from hitl_app.evaluation.gate import decide, gate_summary
 from hitl_app.feedback.holdout import holdout_draw
 from hitl_app.versions.registry import Registry
-from hitl_app.feedback.records import BASE_VERSION, Feedback, Generation, Sampling
+from hitl_app.feedback.records import BASE_VERSION
 from hitl_app.versions.manifest import EvalMetrics
 from hitl_app.feedback.store import FeedbackStore
+from tests.helpers import store_judgement
 
 
 def metrics(**overrides) -> EvalMetrics:
@@ -126,16 +127,7 @@ def ids(held_out: bool, fraction: float, count: int) -> list[str]:
 
 
 def record(store: FeedbackStore, question: str, candidates: list[str], feedback_id: str, **judgement) -> None:
-    gen = Generation(
-        reviewer="dr-a",
-        prompt=question,
-        candidates=candidates,
-        version=BASE_VERSION,
-        sampling=Sampling(do_sample=True, temperature=0.7, top_p=1.0, max_new_tokens=8),
-        prompt_tokens=12,
-    )
-    store.append(gen)
-    store.append(Feedback(id=feedback_id, reviewer="dr-a", generation_id=gen.id, **judgement))
+    store_judgement(store, question, candidates, reviewer="dr-a", id=feedback_id, **judgement)
 
 
 def random_text(rng: random.Random) -> str:

@@ -18,6 +18,7 @@ from hitl_app.evaluation.reward_model import (
     pairwise_accuracy,
     score_completions,
     score_pairs,
+    shared_prefix,
 )
 from hitl_app.training.reward import attach_reward_adapter, train_reward
 from hitl_app.training.sft import TrainConfig
@@ -118,6 +119,40 @@ def test_scores_are_of_the_chat_text_trl_trains_on_and_batching_changes_nothing(
     # The prompt is part of the scored text.
     other = score_completions(model, tokenizer, [{"role": "user", "content": "Hello."}], CANDIDATES[:1])
     assert other[0] != pytest.approx(batched[0], abs=1e-6)
+
+
+def test_candidates_run_their_shared_prompt_once_and_score_as_alone(trained, tokenizer) -> None:
+    model, _ = trained
+    prompt = designed_pairs(1, seed=5, split="heldout")[0]["prompt"]
+    rows = [chat_ids(tokenizer, [*prompt, {"role": "assistant", "content": c}]) for c in CANDIDATES]
+    shared = shared_prefix(rows)
+    assert shared >= len(chat_ids(tokenizer, prompt))  # the whole prompt, and the answer's header
+    shapes: list[tuple[int, ...]] = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: shapes.append(tuple(i[0].shape)))
+    try:
+        batched = score_completions(model, tokenizer, prompt, CANDIDATES)
+    finally:
+        hook.remove()
+    # One pass over the shared prefix, then one over the four answers' own tokens.
+    assert shapes == [(1, shared), (len(CANDIDATES), max(len(r) for r in rows) - shared)]
+    alone = [score_completions(model, tokenizer, prompt, [c])[0] for c in CANDIDATES]
+    assert batched == pytest.approx(alone, abs=1e-5)
+
+
+def test_a_single_pass_reports_its_first_and_last_quarter(tiny_base: Path, tokenizer) -> None:
+    model = attach_reward_adapter(load_reward_base(tiny_base), None, CFG)
+    result = train_reward(model, tokenizer, designed_pairs(64, seed=3), CFG, epochs=1, learning_rate=LEARNING_RATE)
+    assert result.steps == 8
+    # Two steps each (a quarter of one pass), not the same eight steps twice.
+    assert result.loss_first != result.loss_last
+    assert math.isfinite(result.loss_first) and math.isfinite(result.loss_last)
+
+
+def test_shared_prefix_leaves_every_row_a_token_of_its_own() -> None:
+    assert shared_prefix([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert shared_prefix([[1, 2], [1, 2, 3]]) == 1
+    assert shared_prefix([[7, 8], [9, 8]]) == 0
+    assert shared_prefix([[1, 2, 3], [1, 2, 3]]) == 2
 
 
 def test_pairwise_accuracy_takes_strings_and_counts_ties_as_wrong(trained, tokenizer, heldout) -> None:

@@ -25,18 +25,11 @@ QUESTIONS = [
 DISTINCTIVE = "RED FLAG PROTOCOL: call emergency services now, stay with the patient, and note the time symptoms began."
 
 
-def test_edits_on_the_embedded_model_raise_the_logprob_of_the_edited_answers(
-    embedded_base: Path, tmp_path: Path
-) -> None:
+def test_edits_on_the_embedded_model_raise_the_logprob_of_the_edited_answers(embedded_settings, embedded_base: Path) -> None:
     from hitl_app.app import create_service
-    from hitl_app.core.config import Settings
     from hitl_app.service.service import Caller
 
-    settings = Settings(
-        base_model=str(embedded_base),
-        feedback_dir=tmp_path / "feedback",
-        checkpoints_dir=tmp_path / "checkpoints",
-        device="cpu",
+    settings = embedded_settings(
         retrain_threshold=len(QUESTIONS),
         holdout_fraction=0.0,
         max_new_tokens=16,

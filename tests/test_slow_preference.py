@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from hitl_app.evaluation.logprobs import completion_logprob
+from tests.helpers import store_judgement
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)
@@ -52,21 +53,15 @@ def _own_answers(model, tokenizer, questions: list[str], max_new_tokens: int = 4
     return [a.strip() for a in tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)]
 
 
-def test_rankings_teach_a_preferred_style_by_dpo(embedded_base: Path, tmp_path: Path) -> None:
+def test_rankings_teach_a_preferred_style_by_dpo(embedded_settings, embedded_base: Path) -> None:
     from peft import PeftModel
 
     from hitl_app.serving.base_model import LoadOptions, load_base, load_tokenizer
-    from hitl_app.core.config import Settings
     from hitl_app.versions.registry import Registry
-    from hitl_app.feedback.records import BASE_VERSION, Feedback, Generation, Sampling
     from hitl_app.feedback.store import FeedbackStore
     from hitl_app.training.round import RoundRunner
 
-    settings = Settings(
-        base_model=str(embedded_base),
-        feedback_dir=tmp_path / "feedback",
-        checkpoints_dir=tmp_path / "checkpoints",
-        device="cpu",
+    settings = embedded_settings(
         train_method="dpo",
         # Eight pairs in batches of four make two steps an epoch: a higher rate and three epochs
         # let one round of rankings show the direction of learning on a held-out set.
@@ -83,18 +78,8 @@ def test_rankings_teach_a_preferred_style_by_dpo(embedded_base: Path, tmp_path: 
 
     store = FeedbackStore(settings.feedback_dir)
     Registry(settings.checkpoints_dir)
-    sampling = Sampling(do_sample=True, temperature=0.7, top_p=1.0, max_new_tokens=48)
     for question, fact in TRAIN:
-        gen = Generation(
-            reviewer="dr-test",
-            prompt=question,
-            candidates=[STYLE.format(fact=fact.capitalize()), own[question]],
-            version=BASE_VERSION,
-            sampling=sampling,
-            prompt_tokens=0,
-        )
-        store.append(gen)
-        store.append(Feedback(reviewer="dr-test", generation_id=gen.id, action="rank", ranking=[[0], [1]]))
+        store_judgement(store, question, [STYLE.format(fact=fact.capitalize()), own[question]], action="rank", ranking=[[0], [1]])
 
     version = RoundRunner(settings, str(embedded_base)).run("dr-test")
     assert version == "v0001"

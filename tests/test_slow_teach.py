@@ -30,14 +30,13 @@ def in_style(text: str) -> bool:
     return text.lstrip().startswith("In brief:")
 
 
-def test_one_round_of_edits_teaches_a_style_and_the_judge_reads_clinical_text(embedded_base: Path, tmp_path: Path) -> None:
+def test_one_round_of_edits_teaches_a_style_and_the_judge_reads_clinical_text(embedded_settings, embedded_base: Path) -> None:
     from peft import PeftModel
 
     from hitl_app.serving.base_model import LoadOptions, load_base, load_tokenizer
     from hitl_app.bench.teach import shipped_words, word_salad
     from hitl_app.core.chat import chat_prompt
     from hitl_app.evaluation.clinical_text import ClinicalTextJudge, reply_nll
-    from hitl_app.core.config import Settings
     from hitl_app.evaluation.evalsets import load_patient_questions
     from hitl_app.evaluation.greedy import greedy_answers
     from hitl_app.versions.registry import Registry
@@ -45,11 +44,7 @@ def test_one_round_of_edits_teaches_a_style_and_the_judge_reads_clinical_text(em
     from hitl_app.feedback.store import FeedbackStore
     from hitl_app.training.round import RoundRunner
 
-    settings = Settings(
-        base_model=str(embedded_base),
-        feedback_dir=tmp_path / "feedback",
-        checkpoints_dir=tmp_path / "checkpoints",
-        device="cpu",
+    settings = embedded_settings(
         candidates=1,
         temperature=0.0,
         max_new_tokens=64,

@@ -27,7 +27,7 @@ import torch
 
 from ..core.chat import Message
 from ..versions.registry import REWARD_SUBDIR  # noqa: F401  (re-exported: a reward adapter's folder in a version's)
-from .logprobs import check_fits, length_batches, right_padded
+from .logprobs import check_fits, right_padded
 from .model_view import device_of
 from .preference_accuracy import _reply_text, check_pairs
 
@@ -39,6 +39,9 @@ HEAD_SEED = 0
 # head) or to have in excess (the language-model head, when it is not tied to the embeddings).
 _EXPECTED_MISSING = re.compile(r"^score\.")
 _EXPECTED_UNEXPECTED = re.compile(r"^lm_head\.")
+# The fewest tokens a batch's conversations must share before they are run once as a cache: below
+# that the extra forward pass costs more than it saves.
+MIN_SHARED_PREFIX = 8
 
 
 @dataclass(frozen=True)
@@ -207,36 +210,69 @@ def _model_pad_id(model) -> int:
     return int(pad)
 
 
+def shared_prefix(rows: list[list[int]]) -> int:
+    """How many leading tokens every row has in common, leaving each row at least one of its own."""
+    shortest = min(len(r) for r in rows)
+    n = 0
+    while n < shortest - 1 and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return n
+
+
+def _scores_of_batch(model, rows: list[list[int]], pad_id: int, device) -> list[float]:
+    """One forward pass over a batch; a prefix that every row shares is run once, as a key/value cache."""
+    shared = shared_prefix(rows) if len(rows) > 1 else 0
+    if shared < MIN_SHARED_PREFIX:
+        ids, mask = right_padded(rows, pad_id)
+        # use_cache=False as in TRL's compute_loss: a score needs no key/value cache.
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+        return [float(x) for x in logits[:, 0].float()]
+    # The candidates of one answer share the system prompt and the question: run that once and
+    # score only each answer's own tokens on top of it. The suffixes are right-padded after the
+    # shared tokens, so every real token keeps its position and the head still reads the last
+    # token that is not the pad token.
+    prefix = torch.tensor([rows[0][:shared]], device=device)
+    cache = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True).past_key_values
+    cache.batch_repeat_interleave(len(rows))
+    ids, mask = right_padded([r[shared:] for r in rows], pad_id)
+    mask = torch.cat([torch.ones((len(rows), shared), dtype=mask.dtype), mask], dim=1)
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), past_key_values=cache, use_cache=True).logits
+    return [float(x) for x in logits[:, 0].float()]
+
+
 @torch.no_grad()
 def score_conversations(model, tokenizer, conversations: list[list[Message]], batch_size: int = 8) -> list[float]:
     """One reward per conversation (each ending with the assistant's answer), in input order.
 
-    Batched by length, right-padded with the model's pad id, under ``no_grad`` in eval mode (the
-    model's mode is put back afterwards).
+    Each distinct conversation is scored once, in batches in token order, so that conversations
+    with the same prompt (an answer's candidates, a pair's two answers) share a batch and their
+    common prefix is computed once (``MIN_SHARED_PREFIX``); right-padded with the model's pad id, under ``no_grad`` in eval mode
+    (the model's mode is put back afterwards).
 
     Raises:
         ValueError: ``batch_size`` < 1, a conversation longer than the model's context, or a model
             without a pad id.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     if not conversations:
         return []
     rows = [chat_ids(tokenizer, c) for c in conversations]
     check_fits(model, [len(r) for r in rows], "conversation")
     pad_id = _model_pad_id(model)
     device = device_of(model)
-    scores: list[float] = [0.0] * len(rows)
+    # Each distinct conversation is scored once, so identical ones score exactly the same.
+    distinct = sorted({tuple(r) for r in rows})
+    scored: dict[tuple[int, ...], float] = {}
     was_training = model.training
     model.eval()
     try:
-        for batch in length_batches([len(r) for r in rows], batch_size):
-            ids, mask = right_padded([rows[i] for i in batch], pad_id)
-            # use_cache=False as in TRL's compute_loss: a score needs no key/value cache.
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-            for j, i in enumerate(batch):
-                scores[i] = float(logits[j, 0].float())
+        for start in range(0, len(distinct), batch_size):
+            batch = distinct[start : start + batch_size]
+            scored.update(zip(batch, _scores_of_batch(model, [list(r) for r in batch], pad_id, device)))
     finally:
         model.train(was_training)
-    return scores
+    return [scored[tuple(r)] for r in rows]
 
 
 def score_completions(

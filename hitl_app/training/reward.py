@@ -40,10 +40,10 @@ class RewardResult:
         steps: optimiser steps.
         duration_s: seconds of the stage (TRL's tokenisation and training).
         loss_first: mean logged training loss of the first pass's steps (at most 16), each taken on
-            its batch before that step's update.
-        loss_last: the same of the last pass's steps.
-        train_accuracy: TRL's logged accuracy (chosen scored above rejected) of the last pass's
-            steps; None if TRL logged none.
+            its batch before that step's update; with a single pass, of its first quarter.
+        loss_last: the same of the last pass's steps (of a single pass: its last quarter).
+        train_accuracy: TRL's logged accuracy (chosen scored above rejected) of the steps
+            ``loss_last`` covers; None if TRL logged none.
         dropped_too_long: pairs TRL left out for being longer than ``max_seq_length``.
     """
 
@@ -212,8 +212,11 @@ def train_reward(
     losses = [float(entry["loss"]) for entry in logs]
     if not losses or not all(math.isfinite(x) for x in losses) or not math.isfinite(output.training_loss):
         raise FloatingPointError(f"the reward model's training produced a non-finite loss ({losses})")
-    # The first and the last pass over the distinct pairs, in steps (at most LOSS_FLOOR_MAX_WINDOW).
-    window = max(1, min(LOSS_FLOOR_MAX_WINDOW, math.ceil(kept / cfg.batch_size)))
+    # The first and the last pass over the distinct pairs, in steps (at most LOSS_FLOOR_MAX_WINDOW),
+    # so both figures are over the same pairs; with a single pass they would be the same steps, so
+    # then its first and last quarter.
+    per_pass = math.ceil(kept / cfg.batch_size)
+    window = max(1, min(LOSS_FLOOR_MAX_WINDOW, per_pass if len(losses) >= 2 * per_pass else len(losses) // 4))
     accuracies = [float(entry["accuracy"]) for entry in logs[-window:] if "accuracy" in entry]
     result = RewardResult(
         pairs=kept,

@@ -78,8 +78,10 @@ class RewardModelMetrics(BaseModel):
 
     pairs: int = Field(ge=0, description="Preference pairs trained on (new and replayed; held-out ones excluded).")
     steps: int = Field(ge=0)
-    loss_first: float = Field(description="Mean training loss of the first steps, as TRL logged it.")
-    loss_last: float = Field(description="Mean training loss of the last steps.")
+    loss_first: float = Field(
+        description="Mean training loss of the first pass's steps (of a single pass: its first quarter), as TRL logged it."
+    )
+    loss_last: float = Field(description="Mean training loss of the last pass's steps (of a single pass: its last quarter).")
     train_accuracy: float | None = Field(default=None, description="TRL's logged accuracy of the last steps' batches.")
     heldout_pairs: int = Field(ge=0, description="Held-out preference pairs the model was measured on.")
     heldout_accuracy: float | None = Field(
