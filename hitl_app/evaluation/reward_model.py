@@ -246,8 +246,8 @@ def score_conversations(model, tokenizer, conversations: list[list[Message]], ba
 
     Each distinct conversation is scored once, in batches in token order, so that conversations
     with the same prompt (an answer's candidates, a pair's two answers) share a batch and their
-    common prefix is computed once (``MIN_SHARED_PREFIX``); right-padded with the model's pad id, under ``no_grad`` in eval mode
-    (the model's mode is put back afterwards).
+    common prefix is computed once (``MIN_SHARED_PREFIX``). Batches are right-padded with the
+    model's pad id and run under ``no_grad`` in eval mode (the model's mode is put back afterwards).
 
     Raises:
         ValueError: ``batch_size`` < 1, a conversation longer than the model's context, or a model
