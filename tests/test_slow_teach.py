@@ -1,16 +1,19 @@
-"""On the real embedded model (SmolLM2-135M-Instruct): one round of edits teaches a house style.
+"""On the real embedded model (SmolLM2-135M-Instruct): one round of edits is served and teaches a house style.
 
-A clinician edits 20 of the base model's answers into one house style: a fixed heading, the
-answer, and a closing safety line. One round with the app's default recipe and gate must be
-served, and questions nobody edited must come back in the style, without loops, with the probe
-perplexity within the gate's 10%. The base model's reading of text (``clinical_text``) must tell
-word salad from real answers, styled or not. (``make bench`` runs the full teaching benchmark:
-three styles, three rounds each, and two poisoned rounds; see ``hitl_app/bench/teach.py``.)
+A clinician edits 20 of the base model's answers into one house style, through the service: a
+fixed heading, the answer, and a closing safety line. The 20th edit triggers a round in the
+trainer process with the app's default recipe and gate; the new version must pass the gate and be
+hot-swapped into serving with no restart. The edited answers must be more likely under it than
+under the base, and questions nobody edited must come back in the style, without loops, with the
+probe perplexity within the gate's 10%. The base model's reading of text (``clinical_text``) must
+tell word salad from real answers, styled or not. (``make bench`` runs the full teaching
+benchmark: three styles, three rounds each, and two poisoned rounds; see ``hitl_app/bench/teach.py``.)
 """
 
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ from hitl_app.evaluation.answer_quality import has_loop
 pytestmark = pytest.mark.slow
 
 TRAIN, HELD_OUT = 20, 10
+ROUND_TIMEOUT_S = 900
 
 
 def styled(answer: str) -> str:
@@ -30,24 +34,28 @@ def in_style(text: str) -> bool:
     return text.lstrip().startswith("In brief:")
 
 
-def test_one_round_of_edits_teaches_a_style_and_the_judge_reads_clinical_text(embedded_settings, embedded_base: Path) -> None:
+def test_a_round_of_edits_is_served_and_teaches_a_style(embedded_settings, embedded_base: Path) -> None:
     from peft import PeftModel
 
-    from hitl_app.serving.base_model import LoadOptions, load_base, load_tokenizer
+    from hitl_app.app import create_service
     from hitl_app.bench.teach import shipped_words, word_salad
     from hitl_app.core.chat import chat_prompt
     from hitl_app.evaluation.clinical_text import ClinicalTextJudge, reply_nll
     from hitl_app.evaluation.evalsets import load_patient_questions
     from hitl_app.evaluation.greedy import greedy_answers
-    from hitl_app.versions.registry import Registry
-    from hitl_app.feedback.records import BASE_VERSION, Feedback, Generation, Sampling
-    from hitl_app.feedback.store import FeedbackStore
-    from hitl_app.training.round import RoundRunner
+    from hitl_app.evaluation.logprobs import completion_logprob
+    from hitl_app.feedback.holdout import is_held_out
+    from hitl_app.feedback.records import BASE_VERSION, Generation, Sampling
+    from hitl_app.feedback.training_rows import prompt_messages
+    from hitl_app.serving.base_model import LoadOptions, load_base, load_tokenizer
+    from hitl_app.service.service import Caller
 
     settings = embedded_settings(
         candidates=1,
         temperature=0.0,
         max_new_tokens=64,
+        retrain_threshold=TRAIN,
+        compile_decode=False,  # measured in test_fastpath's slow test; compiling here would slow the round
         reward_model="off",  # the reward model's slow test is test_slow_preference's
     )
     pool = [(q.question, q.answer) for q in load_patient_questions()]
@@ -73,24 +81,50 @@ def test_one_round_of_edits_teaches_a_style_and_the_judge_reads_clinical_text(em
     base_loops = sum(map(has_loop, before)) / len(before)
     assert not any(map(in_style, before))
 
-    store = FeedbackStore(settings.feedback_dir)
-    sampling = Sampling(do_sample=False, temperature=0.0, top_p=0.9, max_new_tokens=64)
-    for (question, reference), own in zip(train, answers(model, [q for q, _ in train])):
-        gen = Generation(reviewer="dr-test", prompt=question, system_prompt=settings.system_prompt, candidates=[own],
-                         version=BASE_VERSION, sampling=sampling, prompt_tokens=0)
-        store.append(gen)
-        store.append(Feedback(reviewer="dr-test", generation_id=gen.id, action="edit", text=styled(reference)))
+    service = create_service(settings)
+    try:
+        # The base's own greedy answers, as the app gives them at temperature 0, batched here to
+        # save minutes; the edits go through the service, whose 20th starts the round.
+        caller = Caller("dr-test", "clinician")
+        sampling = Sampling(do_sample=False, temperature=0.0, top_p=0.9, max_new_tokens=64)
+        generations = []
+        for (question, reference), own in zip(train, answers(model, [q for q, _ in train])):
+            gen = Generation(reviewer=caller.username, prompt=question, system_prompt=settings.system_prompt,
+                             candidates=[own], version=BASE_VERSION, sampling=sampling, prompt_tokens=0)
+            service.store.append(gen)
+            service.edit(gen.id, styled(reference), caller)
+            generations.append(gen)
 
-    version = RoundRunner(settings, str(embedded_base)).run("dr-test")
-    registry = Registry(settings.checkpoints_dir)
-    manifest = registry.manifest(version)
+        deadline = time.monotonic() + ROUND_TIMEOUT_S
+        while service.models.version != "v0001":
+            trainer = service.trainer.status()
+            assert trainer.state != "failed", trainer.last_error
+            assert time.monotonic() < deadline, f"v0001 not served in time; trainer: {trainer}"
+            time.sleep(0.5)
+        assert service.ask(held[0], caller).version == "v0001"
+        registry = service.registry
+        held_back_edits = sum(is_held_out(j, settings.holdout_fraction) for j in service.ledger.judgements())
+    finally:
+        service.models.close()
+        service.trainer.stop()
+
+    manifest = registry.manifest("v0001")
+    # The edits the hold-out set aside are the evaluation's, not the training's.
+    assert manifest.parent == BASE_VERSION and manifest.metrics.rows["sft"] == TRAIN - held_back_edits
+    assert manifest.metrics.train_loss_after < manifest.metrics.train_loss_before
     assert not manifest.held_back, manifest.gate
-    assert registry.active().version == version
+    assert registry.active().version == "v0001"
     evaluation = manifest.evaluation
     assert evaluation.perplexity <= 1.10 * evaluation.serving_perplexity
     assert evaluation.loop_rate <= evaluation.serving_loop_rate + settings.gate_max_loop_rise
 
-    tuned = PeftModel.from_pretrained(model, str(registry.adapter_dir(version)))
+    tuned = PeftModel.from_pretrained(model, str(registry.adapter_dir("v0001")))
+    edits = [styled(reference) for _, reference in train]
+    taught = [completion_logprob(tuned, tokenizer, prompt_messages(g), e) for g, e in zip(generations, edits)]
+    with tuned.disable_adapter():
+        untaught = [completion_logprob(tuned, tokenizer, prompt_messages(g), e) for g, e in zip(generations, edits)]
+    assert sum(taught) / TRAIN > sum(untaught) / TRAIN, (taught, untaught)
+
     after = answers(tuned, held)
     adoption = sum(map(in_style, after)) / len(after)
     loops = sum(map(has_loop, after)) / len(after)

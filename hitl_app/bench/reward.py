@@ -140,7 +140,7 @@ def _bench_rl(base: Path, tokenizer, settings: Settings, train_cfg, reward_model
         generations=t.rl_generations,
         max_new_tokens=t.rl_max_new_tokens,
         beta=t.rl_beta,
-        learning_rate=t.preference_learning_rate,
+        learning_rate=t.rl_learning_rate,
     )
     log.info("reward: RL stage of %d prompts x %d answers in %.1f s", result.prompts, result.generations, result.duration_s)
     return result.to_dict() | {"max_new_tokens": t.rl_max_new_tokens}

@@ -93,6 +93,7 @@ class TrainingConfig(_Section):
     rl_generations: int
     rl_max_new_tokens: int
     rl_beta: float
+    rl_learning_rate: float
     system_prompt: str
 
 
@@ -283,6 +284,11 @@ class Settings(BaseSettings):
     rl_generations: int = Field(4, description="--train-method rl: answers sampled per question (GRPO's group size, at least 2).")
     rl_max_new_tokens: int = Field(64, description="--train-method rl: the longest sampled answer, in tokens.")
     rl_beta: float = Field(0.04, description="--train-method rl: KL coefficient to the base model.")
+    rl_learning_rate: float = Field(
+        3e-4,
+        description="--train-method rl: learning rate of the RL stage (constant). A stage is one optimiser step per "
+        "question, so it is higher than the preference stage's.",
+    )
     trainer_threads: int = Field(
         1,
         description="CPU threads the trainer uses while answers are streaming, so they stay responsive; between "
@@ -412,9 +418,9 @@ class Settings(BaseSettings):
             problems.append("LoRA needs --lora-r >= 1, --lora-alpha >= 1 and 0 <= --lora-dropout < 1")
         if not self.lora_target_modules:
             problems.append("--lora-target-modules must name at least one module")
-        if min(self.learning_rate, self.num_epochs, self.preference_epochs, self.preference_learning_rate, self.reward_epochs, self.reward_learning_rate) <= 0 or self.rl_prompts < 1 or self.rl_generations < 2 or self.rl_max_new_tokens < 1 or self.rl_beta < 0 or self.train_batch_size < 1 or self.max_seq_length < 16:
+        if min(self.learning_rate, self.num_epochs, self.preference_epochs, self.preference_learning_rate, self.reward_epochs, self.reward_learning_rate, self.rl_learning_rate) <= 0 or self.rl_prompts < 1 or self.rl_generations < 2 or self.rl_max_new_tokens < 1 or self.rl_beta < 0 or self.train_batch_size < 1 or self.max_seq_length < 16:
             problems.append(
-                "training needs --learning-rate, --num-epochs, --preference-epochs, --preference-learning-rate, --reward-epochs, --reward-learning-rate > 0, --rl-prompts >= 1, --rl-generations >= 2, --rl-max-new-tokens >= 1, --rl-beta >= 0, --train-batch-size >= 1, --max-seq-length >= 16"
+                "training needs --learning-rate, --num-epochs, --preference-epochs, --preference-learning-rate, --reward-epochs, --reward-learning-rate > 0, --rl-prompts >= 1, --rl-generations >= 2, --rl-max-new-tokens >= 1, --rl-beta >= 0, --rl-learning-rate > 0, --train-batch-size >= 1, --max-seq-length >= 16"
             )
         if self.train_method == "rl" and self.reward_model != "on":
             problems.append("--train-method rl learns against the reward model: it needs --reward-model on")

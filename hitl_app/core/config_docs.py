@@ -32,7 +32,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "learning_rate", "num_epochs",
         "sft_loss_floor", "preference_epochs", "preference_learning_rate", "train_batch_size", "max_seq_length",
         "train_method", "beta", "reward_model", "reward_epochs", "reward_learning_rate", "rl_prompts", "rl_generations",
-        "rl_max_new_tokens", "rl_beta", "trainer_threads", "round_budget_s",
+        "rl_max_new_tokens", "rl_beta", "rl_learning_rate", "trainer_threads", "round_budget_s",
     ),
     "Evaluation and the promotion gate": (
         "gate", "gate_max_accuracy_drop", "gate_min_pairs", "gate_max_perplexity_rise", "gate_kl_budget",

@@ -498,7 +498,7 @@ class RoundRunner:
                 generations=t.rl_generations,
                 max_new_tokens=t.rl_max_new_tokens,
                 beta=t.rl_beta,
-                learning_rate=t.preference_learning_rate,
+                learning_rate=t.rl_learning_rate,
                 progress=lambda f, m: self._progress(spans.at("rl", f), m),
                 callbacks=[self.threads.callback()] if self.threads is not None else [],
             )
@@ -632,7 +632,7 @@ class RoundRunner:
             "reward_epochs": self.training.reward_epochs,
             "reward_learning_rate": self.training.reward_learning_rate,
             **(
-                {k: getattr(self.training, k) for k in ("rl_prompts", "rl_generations", "rl_max_new_tokens", "rl_beta")}
+                {k: getattr(self.training, k) for k in ("rl_prompts", "rl_generations", "rl_max_new_tokens", "rl_beta", "rl_learning_rate")}
                 if self.training.train_method == "rl"
                 else {}
             ),
