@@ -181,6 +181,23 @@ def test_beta_zero_has_no_reference_and_no_kl(tiny_base: Path, tokenizer) -> Non
     assert reports == [(0.5, "RL: step 1/2"), (1.0, "RL: step 2/2")]
 
 
+def test_dropout_is_off_while_training_and_the_adapters_rates_come_back(tiny_base: Path, tokenizer) -> None:
+    """Answers are sampled and scored with the LoRA's dropout off (TRL's disable_dropout); the
+    adapter's rate is put back for the stages after RL."""
+    cfg = config(lora_dropout=0.1)
+    model = expressive_model(tiny_base, cfg)
+    seen: list[set[float]] = []
+
+    def rates_now(prompts, completions, **kwargs) -> list[float]:
+        seen.append({m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)})
+        return [0.0] * len(completions)
+
+    assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
+    train_rl(model, tokenizer, PROMPTS[:2], [rates_now], cfg, generations=2, max_new_tokens=4, beta=0.04, learning_rate=1e-3)
+    assert seen and all(rates == {0.0} for rates in seen), seen
+    assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
+
+
 def test_reward_length_correlation_is_near_one_for_a_length_reward(tiny_base: Path, tokenizer) -> None:
     cfg = config()
     model = expressive_model(tiny_base, cfg)

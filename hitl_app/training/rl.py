@@ -350,7 +350,9 @@ def train_rl(
     Each step takes ``prompts_per_step(len(prompts), cfg.batch_size)`` prompts, samples
     ``generations`` answers to each with the chat template (temperature 1, TRL's default, no
     top-k/top-p), scores every answer with every reward function (their sum is the reward),
-    and makes one optimiser step at ``learning_rate`` (constant).
+    and makes one optimiser step at ``learning_rate`` (constant). Dropout is off for the stage
+    (TRL's ``disable_dropout``), so answers are sampled from the policy as it serves; the
+    adapter's dropout rates are put back afterwards.
 
     Args:
         model: a ``PeftModel`` whose trainable adapter is ``"default"`` (see ``sft.attach_adapter``),
@@ -383,6 +385,7 @@ def train_rl(
         FloatingPointError: TRL reported a non-finite loss.
         RuntimeError: TRL loaded a second model as the reference (it does not in 1.16).
     """
+    import torch
     from peft import PeftModel
 
     _check_prompts(prompts)
@@ -414,6 +417,8 @@ def train_rl(
     # TRL patches the backbone's forward with a fused log-prob head (an instance attribute); it is
     # removed afterwards so later stages and serving see the model as it came.
     had_forward = "forward" in vars(backbone)
+    # TRL sets every dropout rate to 0 for good (disable_dropout); the adapter keeps its own for later stages.
+    dropout_rates = [(m, m.p) for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     try:
         with tempfile.TemporaryDirectory(prefix="hitl-rl-") as scratch:
             trainer = _make_trainer(
@@ -435,6 +440,8 @@ def train_rl(
         model.set_adapter("default")
         if not had_forward and "forward" in vars(backbone):
             del backbone.forward
+        for module, rate in dropout_rates:
+            module.p = rate
     recorder.flush()
 
     loss = float(output.training_loss)
@@ -492,6 +499,10 @@ def _make_trainer(
         # On-policy: one update per generation batch, so TRL needs no "old" log-prob forward.
         num_iterations=1,
         use_vllm=False,
+        # The answers are sampled, and their log-probabilities taken, from the policy itself: with
+        # the LoRA's dropout on, both would come from a randomly thinned adapter instead, and the
+        # KL to the reference would carry that noise (train_rl restores the rates afterwards).
+        disable_dropout=True,
     )
     stage_callbacks = ([_progress_callback(progress, "RL")] if progress else []) + list(callbacks or [])
     return quiet(
