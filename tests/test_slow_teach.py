@@ -5,8 +5,8 @@ fixed heading, the answer, and a closing safety line. The 20th edit triggers a r
 trainer process with the app's default recipe and gate; the new version must pass the gate and be
 hot-swapped into serving with no restart. The edited answers must be more likely under it than
 under the base, and questions nobody edited must come back in the style, without loops, with the
-probe perplexity within the gate's 10%. The base model's reading of text (``clinical_text``) must
-tell word salad from real answers, styled or not. (``make bench`` runs the full teaching
+probe perplexity within the gate's 10%. The service's clinical-text judge (``clinical_text``, the
+check every edit goes through) must tell word salad from real answers, styled or not. (``make bench`` runs the full teaching
 benchmark: three styles, three rounds each, and two poisoned rounds; see ``hitl_app/bench/teach.py``.)
 """
 
@@ -40,7 +40,6 @@ def test_a_round_of_edits_is_served_and_teaches_a_style(embedded_settings, embed
     from hitl_app.app import create_service
     from hitl_app.bench.teach import shipped_words, word_salad
     from hitl_app.core.chat import chat_prompt
-    from hitl_app.evaluation.clinical_text import ClinicalTextJudge, reply_nll
     from hitl_app.evaluation.evalsets import load_patient_questions
     from hitl_app.evaluation.greedy import greedy_answers
     from hitl_app.evaluation.logprobs import completion_logprob
@@ -67,22 +66,20 @@ def test_a_round_of_edits_is_served_and_teaches_a_style(embedded_settings, embed
     def answers(m, questions: list[str]) -> list[str]:
         return [a.text for a in greedy_answers(m, tokenizer, [chat_prompt(q, settings.system_prompt) for q in questions], 64)]
 
-    # The judge: word salad does not read as clinical text; reference answers, styled or not, do.
-    judge = ClinicalTextJudge.calibrate(model, tokenizer, settings.system_prompt)
-    rng, words = random.Random(0), shipped_words()
-    questions = [q for q, _ in train[:6]]
-    prompts = [chat_prompt(q, settings.system_prompt) for q in questions]
-    salad = reply_nll(model, tokenizer, prompts, [word_salad(rng, words) for _ in questions])
-    real = reply_nll(model, tokenizer, prompts * 2, [a for _, a in train[:6]] + [styled(a) for _, a in train[:6]])
-    assert not any(judge.reads_as_clinical(x) for x in salad), (salad, judge)
-    assert all(judge.reads_as_clinical(x) for x in real), (real, judge)
-
     before = answers(model, held)
     base_loops = sum(map(has_loop, before)) / len(before)
     assert not any(map(in_style, before))
 
     service = create_service(settings)
     try:
+        # The judge every edit goes through (calibrated on the base at its first use): word salad
+        # does not read as clinical text; reference answers, styled or not, do.
+        rng, words = random.Random(0), shipped_words()
+        salad = [service.models.clinical_text_nll(q, word_salad(rng, words)) for q, _ in train[:6]]
+        real = [service.models.clinical_text_nll(q, text) for q, a in train[:6] for text in (a, styled(a))]
+        assert not any(judge.reads_as_clinical(nll) for nll, judge in salad), salad
+        assert all(judge.reads_as_clinical(nll) for nll, judge in real), real
+
         # The base's own greedy answers, as the app gives them at temperature 0, batched here to
         # save minutes; the edits go through the service, whose 20th starts the round.
         caller = Caller("dr-test", "clinician")
