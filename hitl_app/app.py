@@ -15,6 +15,7 @@ from .serving.base_model import (
     load_tokenizer,
 )
 from .core.config import Settings, resolve_device
+from .evaluation.judge_cache import JudgeCache
 from .serving.compiled_decode import default_buckets
 from .serving.fastpath import resolve_serve_dtype
 from .serving.manager import ModelManager
@@ -83,8 +84,10 @@ def create_service(settings: Settings) -> HITLService:
     )
     lora = TrainConfig.from_config(settings.training_config).lora_config()
     serve_dtype = resolve_serve_dtype(serving.serve_dtype, options.device, options.load_in_4bit)
+    # The trainer calibrates the clinical-text judge when it starts; the app reads it from there.
+    judges = JudgeCache.for_settings(settings, source)
     models = ModelManager.wrap(
-        base, tokenizer, registry, sampling, serving.system_prompt or None, lora, serve_dtype, serving.max_batch
+        base, tokenizer, registry, sampling, serving.system_prompt or None, lora, serve_dtype, serving.max_batch, judges
     )
     models.watch()
     if serving.compile_decode:

@@ -116,7 +116,7 @@ def test_prepare_fills_the_base_cache_before_the_first_round(
 
     monkeypatch.setattr(ClinicalTextJudge, "calibrate", refuse)
     again.prepare()
-    assert again._judge[1].threshold == evaluation.clinical_threshold
+    assert again._judge.threshold == evaluation.clinical_threshold
     assert len(measured) == 2  # v0001 serves: the base's figures are not needed
 
 

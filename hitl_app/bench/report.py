@@ -52,11 +52,16 @@ def evaluate_goals(results: dict[str, Any]) -> dict[str, Any]:
     retrain = results.get("retrain") or {}
     if "wall_s" in retrain:
         goals["retrain_within_60s"] = retrain["wall_s"] <= GOALS["retrain_max_s"]
+        floor = retrain.get("compute_floor")
+        # Whether the goal can be met on this CPU at all with the recipe: its arithmetic's floor.
+        goals["retrain_floor_within_60s"] = None if floor is None else floor["floor_s"] <= GOALS["retrain_max_s"]
         share = retrain.get("evaluation_share_of_training")
         goals["evaluation_within_50pct_of_training"] = None if share is None else share <= GOALS["evaluation_max_share"]
     rounds = results.get("rounds") or {}
     if rounds.get("last_wall_s") is not None and len(rounds.get("series") or []) >= 5:
         goals["rounds_5th_within_90s"] = rounds["last_wall_s"] <= GOALS["rounds_5th_max_s"]
+        floor = rounds.get("last_floor_s")
+        goals["rounds_5th_floor_within_90s"] = None if floor is None else floor <= GOALS["rounds_5th_max_s"]
     answers = results.get("answers") or {}
     for key, row in (answers.get("per_threads") or {}).items():
         r = row["p95_ratio_busy_over_idle"]
@@ -212,6 +217,7 @@ def _retrain_rows(retrain: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
     rows: list[Row] = [
         (f"2. retrain round, N = {retrain['judgements']}: wall", fmt(retrain["wall_s"], " s", 1, 1),
          f"<= 60 s: {fmt(goals.get('retrain_within_60s'))}"),
+        *_floor_rows(retrain.get("compute_floor"), "60 s", goals.get("retrain_floor_within_60s")),
         ("   judgements", mix, f"holdout {retrain['holdout_fraction']}, method {retrain['train_method']}"),
         ("   rows (manifest)", _rows_text(retrain["rows"]),
          f"as expected: {fmt(retrain['rows_match_expected'])}, dropped pairs {retrain['rows'].get('dropped_identical_pairs', 0)}"),
@@ -248,7 +254,23 @@ def _rounds_rows(rounds: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
                      f"{r['replayed_judgements']} replayed; serving figures {', '.join(r['serving_figures_from'])}"))
     rows.append(("    5th round", fmt(rounds["last_wall_s"], " s", 1, 1),
                  f"<= 90 s: {fmt(goals.get('rounds_5th_within_90s'))}; --round-budget-s {rounds['round_budget_s']}"))
+    if rounds["series"]:
+        rows += _floor_rows(rounds["series"][-1].get("compute_floor"), "90 s", goals.get("rounds_5th_floor_within_90s"))
     return rows
+
+
+def _floor_rows(floor: dict[str, Any] | None, goal: str, reachable: bool | None) -> list[Row]:
+    """The least time the round's training takes on this CPU, and whether the goal is within reach."""
+    if floor is None:
+        return []
+    stages = ", ".join(f"{stage} {value:.0f}" for stage, value in floor["gflop"].items() if stage != "total" and value)
+    return [
+        ("   training's arithmetic", f"{floor['gflop']['total']:.0f} GFLOP", stages),
+        ("   its floor: best fp32 matmul rate", fmt(floor["floor_s"], " s", 1, 1),
+         f"{floor['gemm_gflops']:.1f} GFLOP/s on {floor['threads']} threads; {goal} reachable with this recipe: {fmt(reachable)}"),
+        ("   at the model's own forward rate", fmt(floor["forward_floor_s"], " s", 1, 1),
+         f"{floor['forward_gflops']:.1f} GFLOP/s (a forward pass over one SFT row, no gradient)"),
+    ]
 
 
 def _answers_rows(answers: dict[str, Any], goals: dict[str, Any]) -> list[Row]:

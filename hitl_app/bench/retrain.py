@@ -2,7 +2,8 @@
 
 The judgements are the mix in ``judgements.py`` (N = 20: 8 edits, 6 rankings, 4 accepts, 2
 rejects), so the round runs the SFT stage, then the DPO stage, then the evaluation of the new
-version and the promotion gate, as a round in the app does.
+version and the promotion gate, as a round in the app does. Beside the wall time it reports the
+least time the round's training could take on this CPU (``compute_floor.py``).
 This is the trainer's first round, so it includes loading the base model and the lazy imports of
 transformers/peft/trl in that process, as the app's first round would.
 """
@@ -10,10 +11,12 @@ transformers/peft/trl in that process, as the app's first round would.
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from ..core.config import Settings
 from ..versions.registry import Registry
+from .compute_floor import compute_floor
 from .plan import BenchConfig
 from .judgements import expected_rows, planned_mix, write_judgements
 from .rounds import round_figures, start_round, wait_round
@@ -39,6 +42,14 @@ def bench_retrain(cfg: BenchConfig, settings: Settings, tokenizer, trainer: "Tra
     if mismatched:
         log.warning("retrain: the manifest's rows differ from the expected ones (expected, manifest): %s", mismatched)
     pref = figures["preference"] or {}
+    floor = compute_floor(settings.base_model, tokenizer, written, figures["metrics"], os.cpu_count() or 1)
+    log.info(
+        "retrain: training's arithmetic %.0f GFLOP %s; at this CPU's best fp32 rate (%.1f GFLOP/s on %d threads) "
+        "no implementation of this recipe trains in under %.1f s; at the model's own forward-pass rate (%.1f GFLOP/s) "
+        "it takes %.1f s",
+        floor.gflop["total"], {k: round(v) for k, v in floor.gflop.items() if k != "total"}, floor.gemm_gflops,
+        floor.threads, floor.floor_s, floor.forward_gflops, floor.forward_floor_s,
+    )
     log.info(
         "retrain: %s after %.1f s wall (manifest %.1f s; SFT %s rows, %s steps, loss %s -> %s; %s %s rows in %s s, "
         "loss %s, reward accuracy %s, margin %s, kl %s; evaluation %s s, gate passed %s; "
@@ -58,5 +69,6 @@ def bench_retrain(cfg: BenchConfig, settings: Settings, tokenizer, trainer: "Tra
         "expected_rows": expected,
         "rows_match_expected": not mismatched,
         "trainer_threads": settings.trainer_threads,
+        "compute_floor": floor.to_dict(),
         **figures,
     }

@@ -12,12 +12,14 @@ store's size.
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from ..core.config import Settings
 from ..feedback.ledger import FeedbackLedger
 from ..feedback.store import FeedbackStore
 from ..versions.registry import Registry
+from .compute_floor import compute_floor
 from .figures import fmt
 from .judgements import write_judgements
 from .plan import BenchConfig
@@ -39,16 +41,19 @@ def bench_rounds_replay(
     ledger = FeedbackLedger(FeedbackStore(settings.feedback_dir))
     n = cfg.retrain_judgements
     series: list[dict[str, Any]] = []
+    written = []
     for k in range(rounds):
         ledger.refresh()
         start = len(ledger.judgements())  # continues after any earlier benchmark's judgements
-        write_judgements(settings, tokenizer, n, start=start)
+        written += write_judgements(settings, tokenizer, n, start=start)
         pending = start_round(trainer, registry)
         version, wall_s = wait_round(trainer, pending, cfg.round_timeout_s)
         figures = round_figures(registry, pending, version, wall_s)
         rows = figures["rows"]
         evaluation = figures["evaluation"] or {}
         pref = figures["preference"] or {}
+        # Replayed rows come from the same items as the new ones, so every row written so far is typical.
+        floor = compute_floor(settings.base_model, tokenizer, written, figures["metrics"], os.cpu_count() or 1)
         entry = {
             "round": k + 1,
             "version": version,
@@ -69,14 +74,16 @@ def bench_rounds_replay(
             "budget": (figures["metrics"] or {}).get("budget"),
             "gate_passed": figures["gate_passed"],
             "foreign_cpu_cores": figures["foreign_cpu_cores"],
+            "compute_floor": floor.to_dict(),
         }
         series.append(entry)
         log.info(
             "rounds: round %d -> %s (parent %s) in %.1f s wall: SFT %s s (%s steps, %s replayed judgements), "
-            "preference %s s (%s rows), evaluation %s s (serving figures from %s); other processes used %s cores",
+            "preference %s s (%s rows), evaluation %s s (serving figures from %s); training's floor on this CPU %.1f s; "
+            "other processes used %s cores",
             k + 1, version, entry["parent"], wall_s, fmt(entry["sft_duration_s"], digits=1), entry["sft_steps"],
             entry["replayed_judgements"], fmt(entry["preference_duration_s"], digits=1), entry["preference_rows"],
-            fmt(entry["evaluation_duration_s"], digits=1), ", ".join(entry["serving_figures_from"]),
+            fmt(entry["evaluation_duration_s"], digits=1), ", ".join(entry["serving_figures_from"]), floor.floor_s,
             fmt(entry["foreign_cpu_cores"], digits=2),
         )  # fmt: skip
     return {
@@ -87,4 +94,5 @@ def bench_rounds_replay(
         "trainer_threads": settings.trainer_threads,
         "series": series,
         "last_wall_s": series[-1]["wall_s"] if series else None,
+        "last_floor_s": series[-1]["compute_floor"]["floor_s"] if series else None,
     }

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 # What the retrain figures keep of the manifest's PreferenceMetrics (the rest is in "metrics").
 _PREFERENCE_FIELDS = (
     "method", "rows", "steps", "loss", "loss_before", "loss_after",
-    "reward_accuracy", "reward_margin", "kl", "duration_s",
+    "reward_accuracy", "reward_margin", "kl", "duration_s", "figures_from",
 )
 
 

@@ -4,7 +4,8 @@ Figures on the fixed, shipped data (the reference answers' log-prob, probe perpl
 sample answers and what they show, the red-team rates) depend only on the version and on the
 evaluation's inputs. A published version's figures were measured when it was the new version of
 its round and are in its manifest; the base's are measured once and kept in
-``checkpoints/.eval-cache/base-<key>.json``, with the clinical-text judge calibrated on it. Either
+``checkpoints/.eval-cache/base-<key>.json`` (the clinical-text judge's calibration has its own
+file and key: ``judge_cache.py``). Either
 is read back only when the evaluation's inputs are identical: ``eval_key`` hashes them (the shipped
 sets, the system prompt, token limits, prompt counts, seed, beta, the drug table, the base model
 and the device), and a manifest or cache file with another key is never used.
@@ -120,14 +121,6 @@ class FixedFigures:
         )
 
 
-@dataclass(frozen=True)
-class JudgeCalibration:
-    """The clinical-text judge's calibration on the base (see ``clinical_text.ClinicalTextJudge``)."""
-
-    reference_nll: float
-    threshold: float
-
-
 class BaseCache:
     """The base model's figures on the shipped data, one file per evaluation key, written atomically.
 
@@ -141,32 +134,22 @@ class BaseCache:
     def path(self, key: str) -> Path:
         return self.root / f"base-{key[:32]}.json"
 
-    def read(self, key: str) -> tuple[FixedFigures | None, JudgeCalibration | None]:
-        """The cached figures and judge for ``key``; (None, None) when absent, unreadable or another key's."""
+    def read(self, key: str) -> FixedFigures | None:
+        """The cached figures for ``key``; None when absent, unreadable, another key's or empty."""
         try:
             data = json.loads(self.path(key).read_text(encoding="utf-8"))
-            if data.get("key") != key:
-                return None, None
-            judge = data.get("judge")
-            calibration = JudgeCalibration(float(judge["reference_nll"]), float(judge["threshold"])) if judge else None
-            figures = FixedFigures.from_json(data["fixed"], "base cache") if data.get("fixed") else None
-            return figures, calibration
+            if data.get("key") != key or not data.get("fixed"):
+                return None
+            return FixedFigures.from_json(data["fixed"], "base cache")
         except FileNotFoundError:
-            return None, None
+            return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring the unreadable base evaluation cache %s: %s", self.path(key), exc)
-            return None, None
+            return None
 
-    def write(self, key: str, figures: FixedFigures | None, judge: JudgeCalibration | None) -> None:
-        """Store the base's figures (only complete ones: never a reduced measurement) and its judge."""
-        old_figures, old_judge = self.read(key)
-        if figures is not None and figures.reduced:
-            figures = None
-        figures, judge = figures or old_figures, judge or old_judge
-        payload = {
-            "key": key,
-            "fixed": None if figures is None else figures.to_json(),
-            "judge": None if judge is None else {"reference_nll": judge.reference_nll, "threshold": judge.threshold},
-        }
+    def write(self, key: str, figures: FixedFigures) -> None:
+        """Store the base's figures; a reduced measurement is never stored, so it leaves the file as it was."""
+        if figures.reduced:
+            return
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.path(key), json.dumps(payload, indent=1))
+        atomic_write_text(self.path(key), json.dumps({"key": key, "fixed": figures.to_json()}, indent=1))

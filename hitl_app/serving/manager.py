@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 
@@ -43,6 +43,9 @@ from .generation import (
     stream_answer,
 )
 from .precompile import PrecompileSpec
+
+if TYPE_CHECKING:
+    from ..evaluation.judge_cache import JudgeCache
 from .swap import SLOT, ActiveWatcher, AdapterSlot
 from .threads import apply_threads
 
@@ -74,6 +77,7 @@ class ModelManager:
         system_prompt: str | None,
         fast=None,
         max_batch: int = 8,
+        judges: JudgeCache | None = None,
     ) -> None:
         self.model = model
         self.fast: MergedServingCopy | None = fast
@@ -88,7 +92,8 @@ class ModelManager:
         self.pending = PendingAnswers(max_batch)  # questions waiting for the lock, answered together
         self.activity = AnswerActivity()  # answers in flight, which background work gives way to
         self._watcher = ActiveWatcher(self.sync, lambda: self.version)
-        self._judge = None  # the clinical-text judge, calibrated on the first check
+        self.judges = judges  # where the clinical-text judge's calibration is kept, or None: calibrate here
+        self._judge = None  # the clinical-text judge, read or calibrated at the first check
 
     @classmethod
     def wrap(
@@ -101,12 +106,14 @@ class ModelManager:
         lora_config,
         serve_dtype: torch.dtype | None = None,
         max_batch: int = 8,
+        judges: JudgeCache | None = None,
     ):
         """Wrap a loaded base model with an identity LoRA slot (B = 0) and serve ACTIVE's version.
 
         With ``serve_dtype`` (see ``fastpath.resolve_serve_dtype``) answers come from a merged copy
         of the base in that dtype; the PEFT model still holds every version. ``max_batch`` is the
-        most concurrent questions answered in one call.
+        most concurrent questions answered in one call. ``judges`` keeps the clinical-text judge's
+        calibration, which the trainer usually has written already (``judge_cache``).
         """
         from peft import get_peft_model
 
@@ -115,7 +122,7 @@ class ModelManager:
         fast = build_serving_copy(base_model, serve_dtype)  # before get_peft_model changes the base in place
         model = get_peft_model(base_model, lora_config, adapter_name=SLOT)
         model.eval()
-        manager = cls(model, tokenizer, registry, sampling, system_prompt, fast=fast, max_batch=max_batch)
+        manager = cls(model, tokenizer, registry, sampling, system_prompt, fast=fast, max_batch=max_batch, judges=judges)
         manager.sync()
         return manager
 
@@ -299,14 +306,22 @@ class ModelManager:
         """How the base model reads ``text`` as the answer to ``prompt``: (NLL per token, the judge).
 
         Runs under the generation lock with the adapter disabled, between two answers. The judge
-        is calibrated on the shipped reference answers the first time (a few seconds, once).
+        comes from ``judges`` when the trainer (or an earlier start) has calibrated it; otherwise it
+        is calibrated here on the shipped reference answers the first time (seconds, under the
+        lock, once).
         """
         from ..evaluation.clinical_text import ClinicalTextJudge, reply_nll
         from ..evaluation.model_view import ModelView
 
+        if self._judge is None and self.judges is not None:
+            self._judge = self.judges.read()  # a file read: before the lock, so answers never wait for it
         base = ModelView.base(self.model)
         with self._lock, torch.inference_mode():
             if self._judge is None:
-                self._judge = ClinicalTextJudge.calibrate(base, self.tokenizer, self.system_prompt)
+                self._judge = (
+                    self.judges.judge(base, self.tokenizer)
+                    if self.judges is not None
+                    else ClinicalTextJudge.calibrate(base, self.tokenizer, self.system_prompt)
+                )
             nll = reply_nll(base, self.tokenizer, [self.messages(prompt)], [text])[0]
         return nll, self._judge

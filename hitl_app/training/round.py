@@ -42,7 +42,8 @@ from pathlib import Path
 from ..core.chat import chat_prompt
 from ..core.config import Settings
 from ..evaluation.clinical_text import ClinicalTextJudge
-from ..evaluation.eval_cache import BaseCache, FixedFigures, JudgeCalibration, base_identity, eval_key
+from ..evaluation.eval_cache import BaseCache, FixedFigures, base_identity, eval_key
+from ..evaluation.judge_cache import JudgeCache
 from ..evaluation.model_view import ModelView
 from ..evaluation.gate import decide, gate_summary
 from ..evaluation.reward_eval import reward_evaluation
@@ -157,30 +158,31 @@ class RoundRunner:
         self.status = StatusFile(settings.checkpoints_dir)
         self.cfg = TrainConfig.from_config(self.training)
         self.cache = BaseCache(settings.checkpoints_dir)
+        self.judges = JudgeCache.for_settings(settings, base_source)
         self.threads = threads
         self._base = None
         self._reward_base = None  # the sequence-classification base, loaded at the first reward stage
         self._tokenizer = None
         self._base_id: str | None = None
-        self._judge: tuple[str, ClinicalTextJudge] | None = None  # (evaluation key, judge), calibrated once
+        self._judge: ClinicalTextJudge | None = None  # read or calibrated once (``judges``)
 
     def prepare(self) -> None:
         """Do once, before the first round, what every round needs: load the base, calibrate the
         clinical-text judge, and measure the base's figures on the shipped data when the base is
-        serving and the base cache lacks them. Judge and figures are kept in the base cache, so a
-        restarted trainer reads them back."""
+        serving and the base cache lacks them. Judge and figures are kept in the checkpoints
+        folder, so a restarted trainer reads them back, and the app reads the judge from there."""
         base, tokenizer = self._load()
         sets = build_eval_sets([], self.evaluation)
         key = self._eval_key(sets)
         view = ModelView(base)
         with self._watching(base):
-            self._clinical_judge(view, tokenizer, sets, key)
-            if self.registry.active().version == BASE_VERSION and self.cache.read(key)[0] is None:
+            self._clinical_judge(view, tokenizer)
+            if self.registry.active().version == BASE_VERSION and self.cache.read(key) is None:
                 started = time.perf_counter()
                 fixed = measure_fixed(
                     view, view, tokenizer, sets, self.evaluation.system_prompt, progress=lambda f, m: self._apply_threads()
                 )
-                self.cache.write(key, fixed, None)
+                self.cache.write(key, fixed)
                 log.info("the base's figures on the shipped data measured in %.1f s and cached", time.perf_counter() - started)
 
     def run(self, requested_by: str) -> str | None:
@@ -560,7 +562,7 @@ class RoundRunner:
         are cached.
         """
         key = self._eval_key(sets)
-        judge = self._clinical_judge(ModelView.base(model), tokenizer, sets, key)
+        judge = self._clinical_judge(ModelView.base(model), tokenizer)
         report = evaluate_version(
             model,
             tokenizer,
@@ -575,13 +577,13 @@ class RoundRunner:
             fraction=fraction,
         )
         if parent == BASE_VERSION and report.serving_fixed is not None and report.serving_fixed.measured:
-            self.cache.write(key, report.serving_fixed, None)
+            self.cache.write(key, report.serving_fixed)
         return report
 
     def _serving_fixed(self, parent: str, key: str) -> FixedFigures | None:
         """The serving version's figures on the shipped data for ``key``: the base's cache, or its manifest."""
         if parent == BASE_VERSION:
-            return self.cache.read(key)[0]
+            return self.cache.read(key)
         return FixedFigures.from_manifest(self.registry.manifest(parent), key)
 
     def _eval_key(self, sets: EvalSets) -> str:
@@ -598,19 +600,12 @@ class RoundRunner:
             }
         )
 
-    def _clinical_judge(self, base: ModelView, tokenizer, sets: EvalSets, key: str) -> ClinicalTextJudge:
-        """The clinical-text judge for this base and system prompt: kept in memory and in the base
-        cache, calibrated only when neither has it."""
-        if self._judge is not None and self._judge[0] == key:
-            return self._judge[1]
-        cached = self.cache.read(key)[1]
-        if cached is not None:
-            judge = ClinicalTextJudge(reference_nll=cached.reference_nll, threshold=cached.threshold)
-        else:
-            judge = ClinicalTextJudge.calibrate(base, tokenizer, sets.system_prompt)
-            self.cache.write(key, None, JudgeCalibration(judge.reference_nll, judge.threshold))
-        self._judge = (key, judge)
-        return judge
+    def _clinical_judge(self, base: ModelView, tokenizer) -> ClinicalTextJudge:
+        """The clinical-text judge for this base and system prompt: kept in memory and on disk
+        (``judge_cache``), calibrated only when neither has it."""
+        if self._judge is None:
+            self._judge = self.judges.judge(base, tokenizer)
+        return self._judge
 
     def _serve_if_passed(self, version: str, manifest: Manifest, new_judgements: int) -> None:
         """Stages 5 and 6: a published version is served if it passed the gate, else held back."""
