@@ -80,7 +80,7 @@ def test_the_floor_is_the_arithmetic_at_the_measured_rate(tiny_base, monkeypatch
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_base)
     monkeypatch.setattr(cf, "gemm_gflops", lambda threads: 0.5)
-    monkeypatch.setattr(cf, "forward_gflops", lambda base, tokenizer, judgement, threads: 0.25)
+    monkeypatch.setattr(cf, "forward_gflops", lambda base, size, tokenizer, judgement, threads: 0.25)
     metrics = {"sft_steps": 6, "preference": {"method": "dpo", "rows": 2}, "reward_model": {"pairs": 2}}
     floor = cf.compute_floor(tiny_base, tokenizer, [_judgement("edit", text=EDITED)], metrics, threads=2)
     tokens = row_tokens(tokenizer, [_judgement("edit", text=EDITED)])
@@ -99,11 +99,11 @@ def test_rates_are_measured_and_leave_the_thread_count(tiny_base) -> None:
     rate = cf.gemm_gflops(1, size=256, repeats=2)
     assert math.isfinite(rate) and rate > 0
     tokenizer = AutoTokenizer.from_pretrained(tiny_base)
-    forward = cf.forward_gflops(tiny_base, tokenizer, _judgement("edit", text=EDITED), 1, repeats=2)
+    forward = cf.forward_gflops(tiny_base, ModelSize.of(tiny_base), tokenizer, _judgement("edit", text=EDITED), 1, repeats=2)
     assert math.isfinite(forward) and forward > 0
     assert torch.get_num_threads() == before
     with pytest.raises(ValueError, match="reject judgement makes no SFT row"):
-        cf.forward_gflops(tiny_base, tokenizer, _judgement("reject", reason="Wrong dose."), 1)
+        cf.forward_gflops(tiny_base, ModelSize.of(tiny_base), tokenizer, _judgement("reject", reason="Wrong dose."), 1)
 
 
 def test_the_report_says_whether_the_goal_is_reachable() -> None:

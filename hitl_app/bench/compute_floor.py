@@ -137,8 +137,11 @@ def gemm_gflops(threads: int, size: int = GEMM_SIZE, repeats: int = 8) -> float:
     return 2.0 * size**3 / best / 1e9
 
 
-def forward_gflops(base: Path | str, tokenizer, judgement: Judgement, threads: int, repeats: int = 5) -> float:
-    """The best rate of the base's fp32 forward pass (no gradient) over ``judgement``'s first SFT row, in GFLOP/s.
+def forward_gflops(
+    base: Path | str, size: ModelSize, tokenizer, judgement: Judgement, threads: int, repeats: int = 5
+) -> float:
+    """The best rate of the base's fp32 forward pass (no gradient) over ``judgement``'s first SFT row, in GFLOP/s
+    (``size``: the base's, from ``ModelSize.of``).
 
     Raises:
         ValueError: the judgement makes no SFT row.
@@ -164,7 +167,7 @@ def forward_gflops(base: Path | str, tokenizer, judgement: Judgement, threads: i
                 best = min(best, time.perf_counter() - started)
     finally:
         torch.set_num_threads(before)
-    return ModelSize.of(base).forward_flops(ids.shape[1]) / best / 1e9
+    return size.forward_flops(ids.shape[1]) / best / 1e9
 
 
 @dataclass(frozen=True)
@@ -203,12 +206,11 @@ def compute_floor(
     preference = metrics.get("preference") or {}
     rows = {preference.get("method"): preference.get("rows") or 0}
     reward_pairs = (metrics.get("reward_model") or {}).get("pairs") or 0
-    flops = round_flops(
-        ModelSize.of(base), tokens, metrics.get("sft_steps") or 0, rows.get("dpo", 0), rows.get("kto", 0), reward_pairs
-    )
+    size = ModelSize.of(base)
+    flops = round_flops(size, tokens, metrics.get("sft_steps") or 0, rows.get("dpo", 0), rows.get("kto", 0), reward_pairs)
     rate = gemm_gflops(threads)
     typical = next(j for j in judgements if rows_for(j).sft)  # row_tokens found one
-    forward = forward_gflops(base, tokenizer, typical, threads)
+    forward = forward_gflops(base, size, tokenizer, typical, threads)
     return ComputeFloor(
         sft_tokens_per_row=tokens.sft,
         pair_tokens=tokens.pair,

@@ -5,8 +5,7 @@ sample answers and what they show, the red-team rates) depend only on the versio
 evaluation's inputs. A published version's figures were measured when it was the new version of
 its round and are in its manifest; the base's are measured once and kept in
 ``checkpoints/.eval-cache/base-<key>.json`` (the clinical-text judge's calibration has its own
-file and key: ``judge_cache.py``). Either
-is read back only when the evaluation's inputs are identical: ``eval_key`` hashes them (the shipped
+file and key: ``judge_cache.py``). Either is read back only when the evaluation's inputs are identical: ``eval_key`` hashes them (the shipped
 sets, the system prompt, token limits, prompt counts, seed, beta, the drug table, the base model
 and the device), and a manifest or cache file with another key is never used.
 """

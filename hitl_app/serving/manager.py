@@ -43,11 +43,11 @@ from .generation import (
     stream_answer,
 )
 from .precompile import PrecompileSpec
+from .swap import SLOT, ActiveWatcher, AdapterSlot
+from .threads import apply_threads
 
 if TYPE_CHECKING:
     from ..evaluation.judge_cache import JudgeCache
-from .swap import SLOT, ActiveWatcher, AdapterSlot
-from .threads import apply_threads
 
 __all__ = ["Answer", "CandidateStreamer", "ModelManager", "StreamUpdate"]
 
