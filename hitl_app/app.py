@@ -20,6 +20,10 @@ from .serving.compiled_decode import default_buckets
 from .serving.fastpath import resolve_serve_dtype
 from .serving.manager import ModelManager
 from .serving.rewards import RewardScorer
+from .serving.identity_adapter import write_identity_adapter
+from .serving.vllm_client import VllmClient
+from .serving.vllm_models import VllmModels
+from .serving.vllm_server import VllmServer, VllmServerSpec, vllm_server_args
 from .serving.threads import serve_threads_policy
 from .versions.registry import Registry
 from .feedback.records import Sampling
@@ -75,22 +79,25 @@ def create_service(settings: Settings) -> HITLService:
     serving = settings.serving_config
     options = LoadOptions(device=resolve_device(serving.device), load_in_4bit=serving.load_in_4bit)
     tokenizer = load_tokenizer(source)
-    base = load_base(source, options)
     sampling = Sampling(
         do_sample=serving.temperature > 0,
         temperature=serving.temperature,
         top_p=serving.top_p,
         max_new_tokens=serving.max_new_tokens,
     )
-    lora = TrainConfig.from_config(settings.training_config).lora_config()
     serve_dtype = resolve_serve_dtype(serving.serve_dtype, options.device, options.load_in_4bit)
     # The trainer calibrates the clinical-text judge when it starts; the app reads it from there.
     judges = JudgeCache.for_settings(settings, source)
-    models = ModelManager.wrap(
-        base, tokenizer, registry, sampling, serving.system_prompt or None, lora, serve_dtype, serving.max_batch, judges
-    )
+    if serving.serve_backend == "vllm":
+        models = vllm_models(settings, source, tokenizer, registry, sampling, judges)
+    else:
+        lora = TrainConfig.from_config(settings.training_config).lora_config()
+        models = ModelManager.wrap(
+            load_base(source, options), tokenizer, registry, sampling, serving.system_prompt or None, lora, serve_dtype,
+            serving.max_batch, judges,
+        )  # fmt: skip
     models.watch()
-    if serving.compile_decode:
+    if serving.compile_decode and serving.serve_backend == "local":
         # Single answers and the default candidates may be compiled: the default candidates in the
         # first cache length at once, the others when an answer first needs them; each compiled
         # cold in a low-priority process, so that answers never wait for a compile.
@@ -110,6 +117,44 @@ def create_service(settings: Settings) -> HITLService:
     seed_queue(service)
     service.pregenerator.start()
     return service
+
+
+def vllm_models(
+    settings: Settings, source: str, tokenizer, registry: Registry, sampling: Sampling, judges: JudgeCache
+) -> VllmModels:
+    """The vLLM backend: connect to ``--vllm-url``, or start a server from ``--vllm-python``; serve ACTIVE.
+
+    Raises:
+        VllmStartFailed: the server the app starts did not come up.
+        VllmError: the server at ``--vllm-url`` cannot be reached.
+    """
+    from transformers import AutoConfig
+
+    serving = settings.serving_config
+    context = int(getattr(AutoConfig.from_pretrained(source), "max_position_embeddings", 2048))
+    server = None
+    url = serving.vllm_url
+    if url is None:
+        spec = VllmServerSpec(
+            python=serving.vllm_python, model=source, max_lora_rank=settings.lora_r, max_loras=serving.vllm_max_loaded + 1,
+            max_model_len=context, extra_args=vllm_server_args(serving.vllm_args),
+        )  # fmt: skip
+        server = VllmServer(spec)
+        url = server.start()
+    # The zero adapter that answers for base; a remote server must see the checkpoints folder at the same path.
+    lora = TrainConfig.from_config(settings.training_config).lora_config()
+    identity = write_identity_adapter(source, lora, registry.root / ".vllm-identity")
+    models = VllmModels(
+        VllmClient(url), tokenizer, registry, sampling, serving.system_prompt or None, context,
+        max_loaded=serving.vllm_max_loaded, server=server, judges=judges, identity=str(identity.resolve()),
+    )  # fmt: skip
+    try:
+        models.client.served()  # a clear error now if --vllm-url is wrong
+        models.sync()
+    except BaseException:
+        models.close()
+        raise
+    return models
 
 
 def seed_queue(service: HITLService) -> None:

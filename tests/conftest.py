@@ -13,11 +13,11 @@ import pytest
 from tests.helpers import DEFAULT_AUTH, REPO, TINY_SETTINGS, build_tiny_base, start_app
 
 
-_KINDS = ("slow", "stress", "browser")
+_KINDS = ("slow", "stress", "browser", "distributed", "vllm")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that is not slow, stress or browser as a unit test (``-m unit``)."""
+    """Mark every test that is not slow, stress, browser, distributed or vllm as a unit test (``-m unit``)."""
     for item in items:
         if not any(item.get_closest_marker(kind) for kind in _KINDS):
             item.add_marker(pytest.mark.unit)

@@ -227,3 +227,19 @@ def one_dpo_step(dataset, base: Path, workdir: Path) -> tuple[float, bool]:
     assert trainer.state.global_step == 1 and len(losses) == 1
     after = dict(trainer.model.named_parameters())
     return float(losses[0]), any(not torch.equal(b, after[n]) for n, b in before.items())
+
+
+def urgent_generation(store, question: str, reviewer: str = "dr-a"):
+    """Append a greedy base generation for ``question``: an urgent answer (0) and one that waits (1)."""
+    from hitl_app.feedback.records import BASE_VERSION, Generation, Sampling
+
+    gen = Generation(
+        reviewer=reviewer,
+        prompt=question,
+        candidates=["Call 999 now and seek urgent care.", "Rest and see how it goes tomorrow."],
+        version=BASE_VERSION,
+        sampling=Sampling(do_sample=False, temperature=0.0, top_p=1.0, max_new_tokens=8),
+        prompt_tokens=12,
+    )
+    store.append(gen)
+    return gen

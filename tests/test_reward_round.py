@@ -11,8 +11,10 @@ import pytest
 from hitl_app.feedback.records import BASE_VERSION, Feedback, Generation, Sampling
 from hitl_app.feedback.store import FeedbackStore
 from hitl_app.service.views import VersionRow
-from hitl_app.training.round import FAULT_ENV, RoundRunner
+from hitl_app.training.faults import FAULT_ENV
+from hitl_app.training.round import RoundRunner
 from hitl_app.versions.registry import ADAPTER_WEIGHTS, REWARD_SUBDIR, Registry
+from tests.helpers import urgent_generation
 
 GREEDY = Sampling(do_sample=False, temperature=0.0, top_p=1.0, max_new_tokens=8)
 QUESTIONS = [
@@ -27,15 +29,7 @@ QUESTIONS = [
 
 def _rank(store: FeedbackStore, question: str) -> Feedback:
     """A clinician ranks the urgent answer above the one that waits: one preference pair."""
-    gen = Generation(
-        reviewer="dr-a",
-        prompt=question,
-        candidates=["Call 999 now and seek urgent care.", "Rest and see how it goes tomorrow."],
-        version=BASE_VERSION,
-        sampling=GREEDY,
-        prompt_tokens=12,
-    )
-    store.append(gen)
+    gen = urgent_generation(store, question)
     fb = Feedback(reviewer="dr-a", generation_id=gen.id, action="rank", ranking=[[0], [1]])
     store.append(fb)
     return fb

@@ -15,7 +15,7 @@ import pytest
 from gradio_client import Client
 
 from hitl_app.ui.format import status_markdown
-from hitl_app.training.round import FAULT_ENV
+from hitl_app.training.faults import FAULT_ENV
 from tests.helpers import ADMIN, CLINICIAN, api_client, wait_for
 
 FAULTS = {

@@ -3,7 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python -m hitl_app.bench [--out bench-results/bench.json] [--quick]
-                                       [--only startup,store,phi,team,swap,candidates,concurrency,decode,
+                                       [--only startup,store,phi,team,swap,candidates,concurrency,backends,decode,
                                                safety,reward,retrain,rounds,answers,teach]
                                        [--serve-threads 1,2] [--trainer-threads N] [--keep]
 
@@ -43,6 +43,9 @@ so that ratios stay meaningful on a noisy machine:
    ``concurrency`` (concurrency.py): 8 clients asking for 2 candidates at the same moment,
    answered in batched calls, against one client asking the same questions in turn: aggregate
    answer tokens/s and p95 latency. Goals: >= 3x the tokens/s, p95 <= 3x.
+   ``backends`` (backends.py): the local backend against vLLM (a server started from
+   ``.venv-vllm``), 1 client in turn and 8 at once: aggregate tokens/s, p95 latency, and the swap
+   time (publish -> served) of each. No goal: on a CPU vLLM may lose; ``.ci/gpu-bench`` runs it on a GPU.
 6. ``decode`` (decode.py): batch-1 greedy answers from the plain fp32 PEFT ``generate``, the bf16
    merged copy decoding uncompiled (``hitl_app.serving.fastpath``) and the fast path as served (that copy
    with compiled decoding, ``hitl_app.serving.compiled_decode``), interleaved, per serving thread count:

@@ -25,6 +25,7 @@ from ..core.console import configure
 from . import __doc__ as PACKAGE_DOC
 from .answers import bench_answers
 from .candidates import bench_candidates
+from .backends import bench_backends
 from .concurrency import bench_concurrency
 from .plan import BASE_DIR, BENCHMARKS, DEFAULT_OUT, BenchConfig
 from .decode import bench_decode
@@ -160,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_step(results, "candidates", lambda: bench_candidates(cfg, base, tokenizer, root / "candidates"))
         if cfg.runs("concurrency"):  # also while the trainer is idle
             run_step(results, "concurrency", lambda: bench_concurrency(cfg, base, tokenizer, root / "concurrency"))
+        if cfg.runs("backends"):  # also while the trainer is idle: vLLM's server beside the local model
+            run_step(results, "backends", lambda: bench_backends(cfg, base, tokenizer, root / "backends"))
         if cfg.runs("decode"):  # also while the trainer is idle; after the others, in the same run
             run_step(results, "decode", lambda: bench_decode(cfg, base, tokenizer, root / "decode"))
         if cfg.runs("safety"):

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _one_client(models: "ModelManager", questions: list[str], k: int, sampling: Sampling) -> tuple[float, list[float], int]:
+def one_client(models: "ModelManager", questions: list[str], k: int, sampling: Sampling) -> tuple[float, list[float], int]:
+    """One client asks the questions in turn: (wall seconds, latency of each, answer tokens)."""
     started = time.perf_counter()
     latencies, tokens = [], 0
     for question in questions:
@@ -45,7 +46,8 @@ def _one_client(models: "ModelManager", questions: list[str], k: int, sampling: 
     return time.perf_counter() - started, latencies, tokens
 
 
-def _all_at_once(models: "ModelManager", questions: list[str], k: int, sampling: Sampling) -> tuple[float, list[float], int]:
+def all_at_once(models: "ModelManager", questions: list[str], k: int, sampling: Sampling) -> tuple[float, list[float], int]:
+    """One client per question, all asking at the same moment: (wall seconds, latency of each, answer tokens)."""
     barrier = threading.Barrier(len(questions) + 1)
     latencies: list[float] = [0.0] * len(questions)
     tokens: list[int] = [0] * len(questions)
@@ -95,15 +97,15 @@ def bench_concurrency(cfg: BenchConfig, base: Path, tokenizer, root: Path) -> di
             return answer(batch)
 
         models._answer = counted  # type: ignore[method-assign]
-        _one_client(models, questions[:1], k, sampling)  # warm-up: first-call costs
-        _all_at_once(models, questions, k, sampling)
+        one_client(models, questions[:1], k, sampling)  # warm-up: first-call costs
+        all_at_once(models, questions, k, sampling)
         single: dict[str, list] = {"wall": [], "latency": [], "tokens": []}
         together: dict[str, list] = {"wall": [], "latency": [], "tokens": []}
         calls.clear()
         since = METER.reading()
         for rnd in range(cfg.concurrency_rounds):
-            for figures, run in ((single, _one_client), (together, _all_at_once)) if rnd % 2 == 0 else (
-                (together, _all_at_once), (single, _one_client)
+            for figures, run in ((single, one_client), (together, all_at_once)) if rnd % 2 == 0 else (
+                (together, all_at_once), (single, one_client)
             ):
                 wall, latencies, tokens = run(models, questions, k, sampling)
                 figures["wall"].append(wall)

@@ -13,7 +13,7 @@ QUESTION = "What are the warning signs of a stroke, and what should someone do i
 # Benchmark names for --only, in the order they run. Candidates run before the trainer process
 # starts, as they measure serving while the trainer is idle.
 BENCHMARKS: tuple[str, ...] = (
-    "startup", "store", "phi", "team", "swap", "candidates", "concurrency", "decode", "safety", "reward", "retrain", "rounds",
+    "startup", "store", "phi", "team", "swap", "candidates", "concurrency", "backends", "decode", "safety", "reward", "retrain", "rounds",
     "answers", "teach",
 )
 
@@ -58,6 +58,10 @@ class BenchConfig:
     concurrency_k: int = 2  # candidates each asks for
     concurrency_rounds: int = 4  # alternating rounds of all-at-once and one-client-in-turn
     concurrency_max_new_tokens: int = 64
+    backends_clients: int = 8  # clients asking at the same moment, local against vLLM
+    backends_rounds: int = 2  # alternating rounds of all-at-once and one-client-in-turn, per backend
+    backends_max_new_tokens: int = 64
+    backends_swaps: int = 4  # fresh versions published into each backend
     startup_window_s: float = 300.0  # the first minutes after start-up, answers timed throughout
     startup_think_s: float = 5.0  # a clinician's pause between an answer and the next question
     startup_steady_answers: int = 12  # answers timed once compiling is done
@@ -143,6 +147,10 @@ class BenchConfig:
                 concurrency_clients=3,
                 concurrency_rounds=1,
                 concurrency_max_new_tokens=12,
+                backends_clients=3,
+                backends_rounds=1,
+                backends_max_new_tokens=12,
+                backends_swaps=2,
                 startup_window_s=30.0,
                 startup_steady_answers=2,
                 startup_max_new_tokens=16,

@@ -431,6 +431,24 @@ def _concurrency_rows(c: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _backends_rows(b: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for backend, label in (("local", "local"), ("vllm", "vLLM")):
+        r = b[backend]
+        rows.append((
+            f"4c. {label}: 1 client / {b['clients']} at once x {b['candidates']} candidates: tokens/s",
+            f"{fmt(r['one_client']['tokens_per_s'], '', 1, 1)} / {fmt(r['all_at_once']['tokens_per_s'], '', 1, 1)}",
+            f"p95 {fmt(r['one_client']['p95_latency_s'], ' s', 1, 2)} / {fmt(r['all_at_once']['p95_latency_s'], ' s', 1, 2)}; "
+            f"swap (publish -> served) median {fmt(r['swap']['median_s'], ' ms', 1e3, 0)}",
+        ))  # fmt: skip
+    rows.append((
+        "    vLLM / local tokens/s, 1 client / at once",
+        f"{fmt(b['one_client_vllm_over_local_tokens_per_s'], ' x', 1, 2)} / {fmt(b['all_at_once_vllm_over_local_tokens_per_s'], ' x', 1, 2)}",
+        "no goal: on a CPU vLLM may lose; the figure that matters comes from a GPU (docs/deployment.md)",
+    ))  # fmt: skip
+    return rows
+
+
 # The table's sections, in its order, with the row builder of each benchmark's results.
 def _reward_rows(reward: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
     return [
@@ -457,6 +475,7 @@ _SECTIONS = (
     ("phi", "recall", _phi_rows),
     ("team", "import", _team_rows),
     ("concurrency", "throughput_ratio", _concurrency_rows),
+    ("backends", "vllm", _backends_rows),
     ("swap", "median_swap_s", _swap_rows),
     ("retrain", "wall_s", _retrain_rows),
     ("rounds", "series", _rounds_rows),

@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ..core.ports import free_port
 from ..evaluation.evalsets import load_eval_questions
 from .figures import percentile, ratio
 from .plan import REPO, BenchConfig
@@ -31,14 +32,6 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 300.0
 COMPILE_TIMEOUT_S = 900.0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_http(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
@@ -64,7 +57,7 @@ def bench_startup(cfg: BenchConfig, base: Path, tokenizer, root: Path) -> dict[s
     from gradio_client import Client
 
     root.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(root / "inductor-cache")}  # empty: a cold start
     command = [

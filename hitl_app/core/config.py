@@ -59,6 +59,11 @@ class ServingConfig(_Section):
     serve_dtype: Literal["auto", "float32", "bfloat16"]
     compile_decode: bool
     max_batch: int
+    serve_backend: Literal["local", "vllm"]
+    vllm_url: str | None
+    vllm_max_loaded: int
+    vllm_python: Path
+    vllm_args: str
 
 
 class TrainingConfig(_Section):
@@ -84,6 +89,9 @@ class TrainingConfig(_Section):
     beta: float
     trainer_threads: int
     round_budget_s: float
+    train_launcher: Literal["single", "accelerate"]
+    train_processes: int
+    accelerate_config: Path | None
     reviews_per_item: int
     consensus_threshold: float
     reward_model: Literal["on", "off"]
@@ -204,6 +212,32 @@ class Settings(BaseSettings):
         description="Most questions answered together: questions asked while the model is busy are answered "
         "in one batched call, up to this many (1: one at a time).",
     )
+    serve_backend: Literal["local", "vllm"] = Field(
+        "local",
+        description="local: answers come from the model in this process; vllm: from a vLLM OpenAI server (started "
+        "from --vllm-python, or the one at --vllm-url), each version loaded into it as a LoRA adapter.",
+    )
+    vllm_url: str | None = Field(
+        None,
+        description="--serve-backend vllm: the base URL of a running vLLM OpenAI server (e.g. http://gpu-1:8000), "
+        "serving the base model under the name `base`, with LoRA enabled and runtime LoRA updating allowed "
+        "(docs/deployment.md); without it, the app starts one itself.",
+    )
+    vllm_max_loaded: int = Field(
+        4,
+        description="--serve-backend vllm: versions kept loaded in vLLM; older ones are unloaded (never the serving "
+        "one, nor one still answering).",
+    )
+    vllm_python: Path = Field(
+        Path(".venv-vllm/bin/python"),
+        description="--serve-backend vllm without --vllm-url: the Python with vLLM installed (`make vllm-env` builds it).",
+    )
+    vllm_args: str = Field(
+        "",
+        description="--serve-backend vllm without --vllm-url: more arguments for the vLLM server the app starts, in "
+        "vLLM's own flags (docs/deployment.md). On a machine without CUDA the app reserves a fifth of memory for "
+        "vLLM's cache unless these set its memory share.",
+    )
     compile_decode: bool = Field(
         True,
         description="With the bf16 CPU copy, compile single answers' decoding in the background after start-up "
@@ -293,6 +327,22 @@ class Settings(BaseSettings):
         1,
         description="CPU threads the trainer uses while answers are streaming, so they stay responsive; between "
         "answers it uses every core other processes leave idle.",
+    )
+    train_launcher: Literal["single", "accelerate"] = Field(
+        "single",
+        description="single: a round's SFT and preference stages run in the trainer process; accelerate: they run "
+        "under `accelerate launch` in --train-processes processes (DDP: gloo on CPU, NCCL on GPUs; FSDP or "
+        "DeepSpeed from --accelerate-config), and the trainer process evaluates and publishes once.",
+    )
+    train_processes: int = Field(
+        1,
+        description="--train-launcher accelerate: processes (one per GPU on CUDA). Each takes an equal share of every "
+        "batch, so --train-batch-size must be a multiple of it.",
+    )
+    accelerate_config: Path | None = Field(
+        None,
+        description="--train-launcher accelerate: an accelerate config file (`accelerate config`) for FSDP or "
+        "DeepSpeed; without one, plain DDP.",
     )
     round_budget_s: float = Field(
         0,
@@ -401,6 +451,18 @@ class Settings(BaseSettings):
             problems.append(f"--top-p must be in (0, 1] (got {self.top_p})")
         if self.max_batch < 1:
             problems.append(f"--max-batch must be at least 1 (got {self.max_batch})")
+        if self.vllm_max_loaded < 1:
+            problems.append(f"--vllm-max-loaded must be at least 1 (got {self.vllm_max_loaded})")
+        if self.serve_backend == "vllm":
+            if self.vllm_url is not None and not self.vllm_url.startswith(("http://", "https://")):
+                problems.append(f"--vllm-url must start with http:// or https:// (got {self.vllm_url!r})")
+            if self.vllm_url is None and not self.vllm_python.is_file():
+                problems.append(
+                    f"--serve-backend vllm starts vLLM from {self.vllm_python}, which does not exist: run "
+                    "`make vllm-env`, pass --vllm-python, or connect to a running server with --vllm-url"
+                )
+        elif self.vllm_url is not None:
+            problems.append("--vllm-url needs --serve-backend vllm")
         if self.reviews_per_item < 1:
             problems.append(f"--reviews-per-item must be at least 1 (got {self.reviews_per_item})")
         if not 0.5 < self.consensus_threshold <= 1:
@@ -422,6 +484,20 @@ class Settings(BaseSettings):
             problems.append(
                 "training needs --learning-rate, --num-epochs, --preference-epochs, --preference-learning-rate, --reward-epochs, --reward-learning-rate > 0, --rl-prompts >= 1, --rl-generations >= 2, --rl-max-new-tokens >= 1, --rl-beta >= 0, --rl-learning-rate > 0, --train-batch-size >= 1, --max-seq-length >= 16"
             )
+        if self.train_processes < 1:
+            problems.append(f"--train-processes must be at least 1 (got {self.train_processes})")
+        elif self.train_processes > 1 and self.train_launcher != "accelerate":
+            problems.append("--train-processes above 1 needs --train-launcher accelerate")
+        elif self.train_batch_size % self.train_processes:
+            problems.append(
+                f"--train-batch-size ({self.train_batch_size}) must be a multiple of --train-processes "
+                f"({self.train_processes}): each process takes an equal share of every batch"
+            )
+        if self.accelerate_config is not None:
+            if self.train_launcher != "accelerate":
+                problems.append("--accelerate-config needs --train-launcher accelerate")
+            elif not self.accelerate_config.is_file():
+                problems.append(f"--accelerate-config {self.accelerate_config} is not a file")
         if self.train_method == "rl" and self.reward_model != "on":
             problems.append("--train-method rl learns against the reward model: it needs --reward-model on")
         cuda = _cuda_available()

@@ -34,6 +34,10 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "train_method", "beta", "reward_model", "reward_epochs", "reward_learning_rate", "rl_prompts", "rl_generations",
         "rl_max_new_tokens", "rl_beta", "rl_learning_rate", "trainer_threads", "round_budget_s",
     ),
+    "Beyond one machine": (
+        "serve_backend", "vllm_url", "vllm_max_loaded", "vllm_python", "vllm_args", "train_launcher",
+        "train_processes", "accelerate_config",
+    ),
     "Evaluation and the promotion gate": (
         "gate", "gate_max_accuracy_drop", "gate_min_pairs", "gate_max_perplexity_rise", "gate_kl_budget",
         "gate_max_logprob_drop", "gate_max_loop_rise", "gate_max_unfinished_rise", "gate_max_unclear_rise",

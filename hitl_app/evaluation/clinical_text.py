@@ -64,6 +64,11 @@ class ClinicalTextJudge:
         questions = load_eval_questions()
         nll = reply_nll(base, tokenizer, [chat_prompt(q.question, system_prompt) for q in questions],
                         [q.reference for q in questions])
+        return cls.from_reference_nll(nll)
+
+    @classmethod
+    def from_reference_nll(cls, nll: Sequence[float]) -> "ClinicalTextJudge":
+        """The judge from the shipped reference answers' NLL per token, however they were scored."""
         reference = _quantile(nll, REFERENCE_QUANTILE)
         return cls(reference_nll=reference, threshold=reference + MARGIN_NATS)
 

@@ -43,7 +43,7 @@ class TokenScores:
         return float(self.logprobs.mean()) if self.n_tokens else math.nan
 
 
-def _render(tokenizer, prompt: list[Message], completion: str) -> tuple[list[int], int]:
+def render_reply(tokenizer, prompt: list[Message], completion: str) -> tuple[list[int], int]:
     """Token ids of prompt + reply and where the reply starts."""
     prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
     full_ids = tokenizer.apply_chat_template(
@@ -141,7 +141,7 @@ def batch_logprobs(
     """
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions; pass one prompt per completion")
-    rendered = [_render(tokenizer, p, c) for p, c in zip(prompts, completions)]
+    rendered = [render_reply(tokenizer, p, c) for p, c in zip(prompts, completions)]
     rows = [ids for ids, _ in rendered]
     limit = context_length(as_view(model).model)
     if truncate and limit is not None:

@@ -13,6 +13,8 @@ from ..feedback.agreement import AgreementReport
 from ..feedback.export import ExportFilter, ExportKind, ExportSummary
 from ..feedback.records import BASE_VERSION, Generation
 from ..feedback.rubric import rating_counts
+from ..serving.vllm_client import VllmError
+from ..serving.vllm_models import VllmModels
 from ..versions.manifest import Manifest
 from .base import Caller, ServiceBase
 from .team_views import AuditPage
@@ -65,7 +67,11 @@ class AdminActions(ServiceBase):
         previous = self.models.version
         reason = f"activated by admin (was {previous})" + ("; forced past the promotion gate" if held_back else "")
         self.registry.set_active(version, by=caller.username, reason=reason, forced=held_back)
-        self.models.activate(version)
+        try:
+            self.models.activate(version)
+        except VllmError as exc:  # the serving backend could not load it: ACTIVE goes back to what serves
+            self.registry.set_active(previous, by=caller.username, reason=f"{version} failed to load; kept {previous}")
+            raise UserError(f"{version} could not be served, so {previous} still serves: {exc}") from exc
         return ActivationReply(serving_version=self.models.version, previous_version=previous, forced=held_back)
 
     # ----- taught styles -----
@@ -210,6 +216,7 @@ class AdminActions(ServiceBase):
             trainer=self.trainer_status(),
             versions=self.version_names(),
             fast_path=self.models.fast.describe() if self.models.fast is not None else None,
+            vllm=self.models.state() if isinstance(self.models, VllmModels) else None,
         )
 
     def versions(self) -> list[VersionRow]:

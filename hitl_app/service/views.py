@@ -16,6 +16,7 @@ from ..feedback.ledger import Judgement
 from ..feedback.records import BASE_VERSION, Feedback, Generation, SafetyFlag
 from ..safety.checker import flags_json
 from ..serving.fastpath import FastPathState
+from ..serving.vllm_models import BackendState
 from ..versions.manifest import Manifest, RoundRecord, TrainerStatus
 
 
@@ -71,6 +72,7 @@ class ServiceStatus(View):
     trainer: TrainerView = Field(description="the background trainer's state")
     versions: list[str] = Field(description="base, then every published version, oldest first")
     fast_path: FastPathState | None = Field(description="the fast decode path's state; None without one")
+    vllm: BackendState | None = Field(None, description="the vLLM backend's state; None with --serve-backend local")
 
 
 # ----- versions -----

@@ -155,7 +155,7 @@ def load_base(source: str | Path, options: LoadOptions):
             bnb_4bit_compute_dtype=torch.bfloat16,
             bnb_4bit_use_double_quant=True,
         )
-        kwargs["device_map"] = {"": 0}
+        kwargs["device_map"] = {"": torch.cuda.current_device()}  # a launched process's own GPU
         kwargs["dtype"] = torch.bfloat16
     else:
         kwargs["dtype"] = torch.bfloat16 if options.device == "cuda" else torch.float32

@@ -32,9 +32,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import shutil
-import signal
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,11 +52,14 @@ from ..feedback.records import BASE_VERSION
 from ..feedback.store import FeedbackStore
 from ..feedback.team import training_judgements
 from ..feedback.training_rows import TrainingRows, build_rows
-from ..versions.manifest import EvalMetrics, Manifest, PreferenceMetrics, RewardModelMetrics, RLMetrics, RoundMetrics
+from ..versions.manifest import EvalMetrics, Manifest, RewardModelMetrics, RLMetrics, RoundMetrics
 from ..versions.registry import REWARD_SUBDIR, Registry
-from .preference import choose_method, train_preference
+from .faults import inject_fault
+from .launch import ADAPTER_SUBDIR, Launcher, PolicyJob
+from .policy import PolicyRows, train_policy
+from .preference import choose_method
 from .rl_prompts import rl_prompts
-from .sft import SFTResult, TrainConfig, attach_adapter, train_sft
+from .sft import TrainConfig, attach_adapter
 from .status import StatusFile
 from .threads import ThreadGovernor
 
@@ -65,9 +67,6 @@ log = logging.getLogger(__name__)
 
 # Share of the progress bar for training; evaluation before publishing takes the rest.
 TRAIN_SHARE = 0.75
-# Test hook: exception | oom | kill, injected at the start of training; reward | reward-kill and
-# rl | rl-kill, at the start of the reward-model and RL stages.
-FAULT_ENV = "HITL_TRAINER_FAULT"
 OWN_REWARD = "own"  # the reward evaluation's source when the round trained its own reward model
 
 
@@ -208,12 +207,11 @@ class RoundRunner:
             message=f"loading the base model for {len(todo.rows.sft)} SFT + {len(todo.preference)} {todo.method or ''} rows",
         )
         base, tokenizer = self._load()
-        _inject_fault()
-        model = attach_adapter(base, parent_dir, self.cfg)
+        inject_fault()
         staging = self.registry.staging_dir()
+        model = None
         try:
-            with self._watching(base):
-                sft, preference = self._train(model, tokenizer, todo)
+            model, sft, preference = self._train(base, tokenizer, parent_dir, todo)
             # The held-out data, read once: the reward model and the policy are measured on the same pairs.
             sets = build_eval_sets(self._usable(), self.evaluation)
             reward = self._train_reward(tokenizer, todo, parent, staging, sets.pairs)
@@ -254,8 +252,9 @@ class RoundRunner:
             version = self.registry.publish(staging, manifest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-            # Strip the LoRA layers so the next round starts from the clean base without a reload.
-            self._base = model.unload()
+            if model is not None:
+                # Strip the LoRA layers so the next round starts from the clean base without a reload.
+                self._base = model.unload()
         self._serve_if_passed(version, manifest, len(todo.new))
         return version
 
@@ -341,38 +340,52 @@ class RoundRunner:
         left = self.training.round_budget_s - (time.perf_counter() - started)
         return min(1.0, max(0.0, left / eval_s))
 
-    def _train(self, model, tokenizer, todo: _RoundRows) -> tuple[SFTResult | None, PreferenceMetrics | None]:
-        """Stages 2 and 3: SFT, then the preference stage, on the round's adapter (each if it has rows)."""
+    def _train(self, base, tokenizer, parent_dir: Path | None, todo: _RoundRows):
+        """Stages 2 and 3: SFT, then the preference stage, on the round's adapter (each if it has
+        rows), in this process or, with ``--train-launcher accelerate``, in launched processes.
+
+        Returns:
+            The policy (``base`` with the trained adapter attached, trainable), and the two
+            stages' figures (None each when it did not run).
+        """
         spans = self._spans(todo)
-        # Neither stage runs an evaluation pass: their figures come from the training steps' logs.
+        progress = lambda stage, fraction, message: self._progress(spans.at(stage, fraction), message)  # noqa: E731
+        rows = PolicyRows(
+            sft_new=todo.rows.sft_new,
+            sft_replay=todo.rows.sft_replay,
+            method=todo.method,
+            preference=todo.preference,
+            beta=self.training.beta,
+        )
+        if self.training.train_launcher == "accelerate" and (todo.rows.sft or todo.method is not None):
+            return self._train_launched(base, parent_dir, rows, progress)
+        model = attach_adapter(base, parent_dir, self.cfg)
         callbacks = [self.threads.callback()] if self.threads is not None else []
-        sft = None
-        if todo.rows.sft:
-            sft = train_sft(
-                model,
-                tokenizer,
-                todo.rows.sft_new,
-                self.cfg,
-                progress=lambda f, m: self._progress(spans.at("sft", f), m),
-                replay=todo.rows.sft_replay,
-                eval_losses=False,
-                callbacks=callbacks,
+        with self._watching(base):
+            sft, preference = train_policy(model, tokenizer, rows, self.cfg, progress, callbacks)
+        return model, sft, preference
+
+    def _train_launched(self, base, parent_dir: Path | None, rows: PolicyRows, progress):
+        """The policy's training under ``accelerate launch`` (``launch``); its adapter is then
+        attached to the kept base for the round's later stages."""
+        processes = self.training.train_processes
+        with tempfile.TemporaryDirectory(prefix="hitl-launch-") as work:
+            job = PolicyJob(
+                base_source=str(self.base_source),
+                load_in_4bit=self.training.load_in_4bit,
+                parent_adapter=None if parent_dir is None else str(parent_dir),
+                out_dir=work,
+                # Every process takes an equal share of each batch (the settings check divisibility).
+                train={**self.cfg.to_dict(), "batch_size": self.cfg.batch_size // processes},
+                rows=rows,
             )
-        preference = None
-        if todo.method is not None:
-            preference = train_preference(
-                model,
-                tokenizer,
-                todo.method,
-                todo.preference,
-                self.cfg,
-                beta=self.training.beta,
-                progress=lambda f, m: self._progress(spans.at("preference", f), m),
-                eval_after=False,
-                reference="base",
-                callbacks=callbacks,
-            )
-        return sft, preference
+            launched = Launcher(processes, self.training.accelerate_config).run(job, Path(work), progress)
+            model = attach_adapter(base, Path(work) / ADAPTER_SUBDIR, self.cfg)
+        preference = launched.preference
+        if preference is not None:
+            # The stage reported its batch per process; the manifest records the batch of a step.
+            preference = preference.model_copy(update={"batch_size": preference.batch_size * launched.processes})
+        return model, launched.sft_result(), preference
 
     def _spans(self, todo: _RoundRows) -> _Spans:
         """Each training stage's share of the progress bar, in the order they run, by rough cost: a
@@ -429,7 +442,7 @@ class RoundRunner:
         from .reward import train_reward
 
         started = time.perf_counter()
-        _inject_fault("reward")
+        inject_fault("reward")
         source = self.registry.reward_source(parent)
         spans = self._spans(todo)
         with self._reward_model(source[1] if source else None, trainable=True) as model:
@@ -480,7 +493,7 @@ class RoundRunner:
         from ..safety.checker import SafetyChecker
         from .rl import reward_model_reward, safety_reward, train_rl
 
-        _inject_fault("rl")
+        inject_fault("rl")
         t = self.training
         queue = ReviewQueue(QueueStore(self.feedback_dir))
         chosen = rl_prompts(
@@ -619,6 +632,8 @@ class RoundRunner:
         """The round's settings as its manifest records them."""
         return {
             **self.cfg.to_dict(),
+            "train_launcher": self.training.train_launcher,
+            "train_processes": self.training.train_processes,
             "replay_size": self.training.replay_size,
             "train_method": self.training.train_method,
             "beta": self.training.beta,
@@ -655,21 +670,3 @@ class RoundRunner:
     def _watching(self, module):
         """The thread count applied before every forward pass of ``module`` for the block (with a governor)."""
         return self.threads.watching(module) if self.threads is not None else contextlib.nullcontext()
-
-
-def _inject_fault(stage: str = "") -> None:
-    fault = os.environ.get(FAULT_ENV, "")
-    if stage:
-        if fault == f"{stage}-kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        if fault == stage:
-            raise RuntimeError(f"injected trainer fault in the {stage} stage")
-        return
-    if fault == "exception":
-        raise RuntimeError("injected trainer fault")
-    if fault == "oom":
-        import torch
-
-        raise torch.OutOfMemoryError("injected out-of-memory in the trainer")
-    if fault == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)

@@ -176,8 +176,11 @@ def attach_adapter(base_model, parent_adapter: Path | None, cfg: TrainConfig):
     """Wrap ``base_model`` with a trainable LoRA adapter: the parent's if given, else a fresh one."""
     from peft import PeftModel, get_peft_model
 
+    from transformers import set_seed
+
     if parent_adapter is not None:
         return PeftModel.from_pretrained(base_model, str(parent_adapter), is_trainable=True)
+    set_seed(cfg.seed)  # a fresh adapter starts from the same weights in every process and every run
     return get_peft_model(base_model, cfg.lora_config())
 
 

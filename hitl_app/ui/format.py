@@ -4,7 +4,7 @@ the queue's progress line, and user text made literal in Markdown."""
 from __future__ import annotations
 
 from ..service.team_views import ProgressView
-from ..service.views import FastPathState, ServiceStatus
+from ..service.views import BackendState, FastPathState, ServiceStatus
 
 
 def badge(version: str) -> str:
@@ -67,8 +67,19 @@ def status_markdown(s: ServiceStatus) -> str:
         lines.append(f"**Last error:** {t.last_error}")
     if s.corrupt_lines:
         lines.append(f"**Store:** {s.corrupt_lines} corrupt line(s) skipped (see the log)")
-    lines.append(decoding_line(s.fast_path))
+    lines.append(decoding_line(s.fast_path) if s.vllm is None else vllm_line(s.vllm))
     return "\n\n".join(lines)
+
+
+def vllm_line(v: BackendState) -> str:
+    """The status panel's line on the vLLM backend: where, what is loaded, and a failed load."""
+    text = f"**Decoding:** vLLM at {v.url}" + ("" if v.started_here else " (run by an operator)")
+    text += f", {len(v.loaded)} of at most {v.max_loaded} version(s) loaded" + (f" ({', '.join(v.loaded)})" if v.loaded else "")
+    if v.last_swap_ms is not None:
+        text += f"; last publish took {v.last_swap_ms} ms"
+    if v.load_failure is not None:
+        text += f"\n\n**vLLM could not load {v.load_failure.version}:** {v.load_failure.error}"
+    return text
 
 
 # Characters Markdown gives a meaning to: text from users and imported files is shown as typed.
