@@ -13,6 +13,7 @@ import collections
 import logging
 import os
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -61,6 +62,16 @@ class VllmServerSpec:
             "--max-loras", str(self.max_loras), "--max-model-len", str(self.max_model_len),
             *self.extra_args,
         ]  # fmt: skip
+
+
+def _stop_with_parent() -> None:
+    # In the child before exec: Linux sends it SIGTERM when the thread that started it ends (the app
+    # killed, or its watcher thread gone), so a killed app never leaves vLLM holding the GPU.
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def vllm_server_args(extra: str) -> list[str]:
@@ -116,6 +127,7 @@ class VllmServer:
         self.process = subprocess.Popen(
             self.spec.command(port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
             start_new_session=True,  # a Ctrl-C in the app's terminal reaches the app, which stops vLLM in order
+            preexec_fn=_stop_with_parent if sys.platform == "linux" else None,
         )  # fmt: skip
         threading.Thread(target=self._pump, args=(self.process,), name="vllm-log", daemon=True).start()
         self.url = f"http://127.0.0.1:{port}"
