@@ -9,10 +9,11 @@ Fixtures live in ``conftest.py``; tests import these helpers from ``tests.helper
 from __future__ import annotations
 
 import itertools
-import socket
 import time
 from pathlib import Path
 from typing import Any
+
+from hitl_app.core.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CHATML = (
@@ -106,13 +107,6 @@ def wait_for(predicate, timeout_s: float = 120.0, every_s: float = 0.2):
             return value
         time.sleep(every_s)
     raise AssertionError(f"condition not met within {timeout_s} s")
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def api_client(url: str, login: tuple[str, str]):

@@ -114,6 +114,45 @@ def test_two_processes_train_the_adapter_one_process_trains(make_settings, tmp_p
         torch.testing.assert_close(two[name], one[name], rtol=1e-3, atol=1e-5, msg=name)
 
 
+# FSDP (version 2) over two CPU processes: what an admin's `accelerate config` file selects.
+FSDP_CONFIG = """\
+compute_environment: LOCAL_MACHINE
+distributed_type: FSDP
+use_cpu: true
+num_machines: 1
+num_processes: 2
+mixed_precision: 'no'
+fsdp_config:
+  fsdp_version: 2
+  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP
+  fsdp_state_dict_type: FULL_STATE_DICT
+  fsdp_cpu_ram_efficient_loading: false
+  fsdp_offload_params: false
+  fsdp_reshard_after_forward: true
+"""
+
+
+@pytest.mark.distributed
+def test_fsdp_from_an_accelerate_config_trains_the_adapter_one_process_trains(make_settings, tmp_path: Path) -> None:
+    import torch
+
+    config = tmp_path / "fsdp.yaml"
+    config.write_text(FSDP_CONFIG)
+    single = make_settings(**ROUND, feedback_dir=tmp_path / "a" / "feedback", checkpoints_dir=tmp_path / "a" / "checkpoints")
+    sharded = make_settings(
+        **ROUND, train_launcher="accelerate", train_processes=2, accelerate_config=config,
+        feedback_dir=tmp_path / "b" / "feedback", checkpoints_dir=tmp_path / "b" / "checkpoints",
+    )  # fmt: skip
+    for settings in (single, sharded):
+        _judge(FeedbackStore(settings.feedback_dir))
+        assert RoundRunner(settings, str(settings.base_model)).run("test") == "v0001"
+    assert Registry(sharded.checkpoints_dir).versions() == ["v0001"]
+    one, two = _adapter(single), _adapter(sharded)
+    assert one.keys() == two.keys()
+    for name in one:  # whole tensors, gathered from the shards, not one process's shard
+        torch.testing.assert_close(two[name], one[name], rtol=1e-3, atol=1e-5, msg=name)
+
+
 @pytest.mark.distributed
 def test_a_failed_process_fails_the_round_and_publishes_nothing(
     make_settings, monkeypatch: pytest.MonkeyPatch

@@ -18,7 +18,7 @@ from hitl_app.feedback.records import BASE_VERSION, Feedback, Generation, Sampli
 from hitl_app.versions.manifest import TrainerStatus
 from hitl_app.feedback.store import FeedbackStore
 from hitl_app.training.process import TrainerClient
-from hitl_app.training.round import FAULT_ENV
+from hitl_app.training.faults import FAULT_ENV
 from hitl_app.training.status import StatusFile
 
 ROUND_TIMEOUT_S = 120
