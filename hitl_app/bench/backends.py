@@ -26,8 +26,8 @@ from ..evaluation.evalsets import load_eval_questions
 from ..feedback.records import BASE_VERSION
 from ..versions.registry import Registry
 from .adapters import publish_random_adapters
-from .concurrency import all_at_once, one_client
-from .figures import percentile, ratio
+from .concurrency import all_at_once, alternate, one_client
+from .figures import ratio
 from .plan import BenchConfig
 from .workspace import app_sampling, make_settings, serving
 
@@ -38,24 +38,8 @@ def _clients(models, questions: list[str], k: int, sampling, rounds: int) -> dic
     """One client in turn and all at once, ``rounds`` alternating rounds each, after a warm-up of both."""
     one_client(models, questions[:1], k, sampling)
     all_at_once(models, questions, k, sampling)
-    figures: dict[str, dict[str, list]] = {name: {"wall": [], "latency": [], "tokens": []} for name in ("one", "many")}
-    for rnd in range(rounds):
-        order = (("one", one_client), ("many", all_at_once))
-        for name, run in order if rnd % 2 == 0 else order[::-1]:
-            wall, latencies, tokens = run(models, questions, k, sampling)
-            figures[name]["wall"].append(wall)
-            figures[name]["latency"] += latencies
-            figures[name]["tokens"].append(tokens)
-
-    def summary(f: dict[str, list]) -> dict[str, Any]:
-        return {
-            "tokens_per_s": sum(f["tokens"]) / sum(f["wall"]),
-            "p50_latency_s": percentile(f["latency"], 50),
-            "p95_latency_s": percentile(f["latency"], 95),
-            "answers": len(f["latency"]),
-        }
-
-    return {"one_client": summary(figures["one"]), "all_at_once": summary(figures["many"])}
+    one, many = alternate(models, questions, k, sampling, rounds)
+    return {"one_client": one, "all_at_once": many}
 
 
 def _swaps(activate: Callable[[str], Any], versions: list[str]) -> dict[str, Any]:

@@ -74,6 +74,33 @@ def all_at_once(models: "ModelManager", questions: list[str], k: int, sampling: 
     return time.perf_counter() - started, latencies, sum(tokens)
 
 
+def alternate(models, questions: list[str], k: int, sampling: Sampling, rounds: int) -> tuple[dict, dict]:
+    """``rounds`` alternating rounds of one client in turn and all at once: the summary of each.
+
+    Each summary: aggregate answer tokens/s (all tokens over all wall time), p50/p95 latency,
+    answers and tokens.
+    """
+    figures: dict[str, dict[str, list]] = {name: {"wall": [], "latency": [], "tokens": []} for name in ("one", "many")}
+    order = (("one", one_client), ("many", all_at_once))
+    for rnd in range(rounds):
+        for name, run in order if rnd % 2 == 0 else order[::-1]:
+            wall, latencies, tokens = run(models, questions, k, sampling)
+            figures[name]["wall"].append(wall)
+            figures[name]["latency"] += latencies
+            figures[name]["tokens"].append(tokens)
+
+    def summary(f: dict[str, list]) -> dict[str, Any]:
+        return {
+            "tokens_per_s": sum(f["tokens"]) / sum(f["wall"]),
+            "p50_latency_s": percentile(f["latency"], 50),
+            "p95_latency_s": percentile(f["latency"], 95),
+            "answers": len(f["latency"]),
+            "tokens": sum(f["tokens"]),
+        }
+
+    return summary(figures["one"]), summary(figures["many"])
+
+
 def bench_concurrency(cfg: BenchConfig, base: Path, tokenizer, root: Path) -> dict[str, Any]:
     """Benchmark ``concurrency`` (see the module docstring)."""
     settings = make_settings(root, base, cfg)
@@ -99,32 +126,12 @@ def bench_concurrency(cfg: BenchConfig, base: Path, tokenizer, root: Path) -> di
         models._answer = counted  # type: ignore[method-assign]
         one_client(models, questions[:1], k, sampling)  # warm-up: first-call costs
         all_at_once(models, questions, k, sampling)
-        single: dict[str, list] = {"wall": [], "latency": [], "tokens": []}
-        together: dict[str, list] = {"wall": [], "latency": [], "tokens": []}
         calls.clear()
         since = METER.reading()
-        for rnd in range(cfg.concurrency_rounds):
-            for figures, run in ((single, one_client), (together, all_at_once)) if rnd % 2 == 0 else (
-                (together, all_at_once), (single, one_client)
-            ):
-                wall, latencies, tokens = run(models, questions, k, sampling)
-                figures["wall"].append(wall)
-                figures["latency"] += latencies
-                figures["tokens"].append(tokens)
+        one, many = alternate(models, questions, k, sampling, cfg.concurrency_rounds)
         foreign = METER.foreign_cores(since)
         compiled_state = models.fast.compiled.describe().model_dump() if models.fast and models.fast.compiled else None
     batched_calls = [n for n in calls if n > 1]
-
-    def summary(figures: dict[str, list]) -> dict[str, Any]:
-        return {
-            "tokens_per_s": sum(figures["tokens"]) / sum(figures["wall"]),
-            "p50_latency_s": percentile(figures["latency"], 50),
-            "p95_latency_s": percentile(figures["latency"], 95),
-            "answers": len(figures["latency"]),
-            "tokens": sum(figures["tokens"]),
-        }
-
-    one, many = summary(single), summary(together)
     result = {
         "clients": clients,
         "candidates": k,
