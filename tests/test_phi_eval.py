@@ -6,7 +6,17 @@ from collections import Counter
 
 import pytest
 
-from hitl_app.bench.phi_score import GOALS, found, load_set, score
+from hitl_app.bench.phi_score import (
+    GOALS,
+    OTHER_LOCALES,
+    PER_LOCALE,
+    found,
+    load_set,
+    other_locales_recall,
+    score,
+    shipped_clinical_sentences,
+    unchanged_share,
+)
 from hitl_app.bench.phi_set import LOCALES, generate
 from hitl_app.safety.phi import redact
 
@@ -59,11 +69,27 @@ def test_the_scorer_counts_misses_and_changes(rows: list[dict]) -> None:
     assert everything["recall"] == 1.0 and everything["clean_unchanged"] == 0.0
 
 
-def test_redaction_finds_every_identifier_type_but_names_and_leaves_clinical_text(rows: list[dict]) -> None:
+def test_redaction_meets_the_goals_on_the_set(rows: list[dict]) -> None:
     figures = score(lambda text: redact(text).text, rows)
-    not_names = {kind: recall for kind, recall in figures["recall_by_type"].items() if kind != "NAME"}
-    assert all(recall >= GOALS["recall"] for recall in not_names.values()), not_names
+    assert figures["recall"] >= GOALS["recall"], figures["missed"][:5]
+    assert figures["recall_by_type"]["NAME"] >= GOALS["name_recall"], figures["missed"][:5]
+    assert all(recall >= GOALS["recall"] for recall in figures["recall_by_type"].values()), figures["recall_by_type"]
     assert figures["clean_unchanged"] >= GOALS["clean_unchanged"], figures["changed"][:5]
+
+
+def test_redaction_leaves_the_apps_own_clinical_text_unchanged() -> None:
+    # Text written before the name detector, outside the set's templates: questions, reference
+    # answers, patient answers, probe passages, benign red-team prompts.
+    sentences = shipped_clinical_sentences()
+    assert len(sentences) > 700
+    figures = unchanged_share(lambda text: redact(text).text, sentences)
+    assert figures["unchanged"] >= GOALS["clean_unchanged"], figures["changed"][:5]
+
+
+def test_redaction_finds_names_from_locales_and_scripts_outside_the_set() -> None:
+    figures = other_locales_recall(lambda text: redact(text).text)
+    assert figures["names"] == len(OTHER_LOCALES) * PER_LOCALE and not set(OTHER_LOCALES) & set(LOCALES)
+    assert figures["recall"] >= 0.95, figures["missed"][:10]
 
 
 def _every_rule_searched(text: str) -> tuple[str, dict[str, int]]:

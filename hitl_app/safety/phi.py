@@ -6,21 +6,25 @@ is kept is the redacted text and how many of each type were replaced, never the 
 Detection is rule-based and leans on context, because clinical text is full of things that look
 like identifiers and are not: doses, vitals, lab values, drug and disease names. So:
 
-- Names are only taken after a cue: a title (Mr, Mrs, Ms, Miss, Mx, Dr, Prof) or a clinical
-  cue word (patient, pt, client, name:, son of, his wife, on behalf of, next of kin). A
-  capitalised word at the start of a sentence is never a name on its own, and "Parkinson's
-  disease" is never one. Once a name is found, its later bare mentions in the same text are
-  redacted too. Clinicians' names ("Dr. Sarah Lee") are redacted like patients': a clinician's
-  name is still a person's name, in a small service it narrows down who the patient was, and
-  the text rarely says which role a name has. The title is kept so the sentence still reads.
-- Dates are only redacted when introduced as a date of birth (DOB, date of birth, born on).
-  Other dates and ages are kept: they are what a clinical answer is about. A year alone is kept.
+- Names are taken after a cue: a title (Mr, Mrs, Ms, Miss, Mx, Dr, Prof) or a clinical cue word
+  (patient, pt, client, name:, son of, his wife, on behalf of, next of kin); "Parkinson's disease"
+  is never one. Then names without a cue are found by ``names.find_names`` (from the words
+  themselves: a lexicon of English words and proper names, medical eponyms, medicines), on the
+  text the cued rules have already redacted, so that a cue word is never taken for a name ("Date
+  of birth"). Once a name is found, its later bare mentions in the same text are redacted too.
+  Clinicians' names ("Dr. Sarah Lee") are redacted like patients': a clinician's name is still a
+  person's name, in a small service it narrows down who the patient was, and the text rarely says
+  which role a name has. The title is kept so the sentence still reads.
+- Dates are only redacted when a cue ties them to the patient: a date of birth (DOB, date of
+  birth, born on), an admission, discharge, operation or death. Other dates are kept: they are
+  what a clinical answer is about. A year alone is kept. Ages are kept up to 89.
 - MRNs only after a cue (MRN, medical record number, hospital number, patient ID).
 - NHS numbers after an "NHS" cue, or bare (``943 476 5919``, ``9434765919``) when the
   modulus-11 check digit holds. A cued number is redacted even if its check digit fails: a
   mistyped NHS number is still an identifier.
-- Phone numbers, emails, SSNs, street addresses and postcodes by their shape, with guards that
-  keep dates, ranges, ratios and decimals out.
+- Phone numbers, emails, SSNs, street addresses, postcodes, IP addresses and identifying URLs by
+  their shape, with guards that keep dates, ranges, ratios, versions and decimals out; card
+  numbers (Luhn), NPIs and Medicare MBIs by their check digit or format.
 
 Rules run in a fixed order on the text as redacted so far; placeholders contain no digits and
 no lower-case letters, so no rule matches one, and redacting twice changes nothing. A rule is
@@ -37,6 +41,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from .names import find_names
 
 log = logging.getLogger(__name__)
 
@@ -199,13 +205,23 @@ def _pick_name(m: re.Match[str]) -> tuple[int, int] | None:
 
 
 def _redact_names(text: str) -> tuple[str, int]:
-    """Replace names after cues, then later bare mentions of the same names."""
+    """Replace names after cues, then names without one, then later bare mentions of the names found."""
     text, n, found = _substitute(text, _NAME, "NAME", _pick_name)
+    bare = find_names(text)
+    if bare:
+        found += [text[start:end] for start, end in bare]
+        n += len(bare)
+        pieces, pos = [], 0
+        for start, end in bare:
+            pieces += [text[pos:start], placeholder("NAME")]
+            pos = end
+        text = "".join(pieces) + text[pos:]
     # A name seen once ("Mr. Jones") is the same person when it recurs bare ("Jones reports").
     # Initials, particles and two-letter names are left alone: they collide with abbreviations
     # and ordinary words (Li, Ca, de).
     tokens = {name for name in found if " " in name}
     tokens |= {w for name in found for w in name.split() if len(w) >= 3 and re.fullmatch(_NAME_WORD, w)}
+    tokens = {t for t in tokens if t in text}  # most texts never name anyone again: no pattern to build
     if tokens:
         alternatives = "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True))
         again = re.compile(rf"(?<![\w'’-])(?:{alternatives})(?![\w-])")
