@@ -64,7 +64,7 @@ def test_the_shipped_lexicon_holds_what_the_detector_leans_on() -> None:
     assert {"Emily", "Chen", "Rose"} <= lex.capitalised
     assert {"lymphadenopathy", "dexamethasone"} <= lex.rare
     assert {"Parkinson", "Graves", "Apgar", "Foley"} <= lex.eponyms
-    assert {"apixaban", "lasix", "seretide"} <= lex.drugs
+    assert {"apixaban", "lasix", "seretide", "hx", "abdo"} <= lex.clinical
     assert "Thailand" in lex.countries
 
 

@@ -3,8 +3,8 @@
 ``find_names(text)`` returns the spans of names that the redaction rules' cues ("Mr", "patient",
 "his wife") do not introduce: "Emily Chen was seen", "give ibuprofen to Tunde", "Ahmed Hassan's
 potassium". It reads a lexicon shipped in ``hitl_app/data/lexicon/``: SCOWL's English word lists
-(written by ``lexicon_build.py``) and the project's lists of medical eponyms, medicines and
-countries, with the drug table. Nothing is downloaded and no model runs.
+(written by ``lexicon_build.py``) and the project's lists of medical eponyms, medicines, clinical
+shorthand and countries, with the drug table. Nothing is downloaded and no model runs.
 
 Each capitalised word is weighed by what the lexicon says of it:
 
@@ -13,7 +13,8 @@ Each capitalised word is weighed by what the lexicon says of it:
   Chinese, Devanagari, Georgian) in English text;
 - it **joins** a name that another word starts when it is an ordinary word that is also a name
   (Rose, Baker), any ordinary word mid-sentence, where its capital is meaningful ("Jade"), an
-  eponym, a country, a medicine or a rarer word ("Emily Wells", "Alvin Marshall", "Yasmin Almeida");
+  eponym, a country, a medicine, clinical shorthand ("Hx", "Abdo") or a rarer word ("Emily Wells",
+  "Alvin Marshall", "Yasmin Almeida");
 - it is **no name** when it is an ordinary word at the start of a sentence (its capital says
   nothing there), a day, month, title, people or language, or a clinical word by its ending (INN
   stems such as -pril; -itis, -bacter).
@@ -23,8 +24,8 @@ and its pieces between words that are no name are weighed in turn. A piece is a 
 of it starts one; a piece of known names that are all ordinary words ("Rose Baker", "John") only
 where a person is spoken to or of ("spoke to John", "Rose Baker was"). A piece is a term, not a
 person, when a clinical noun follows or ends it ("Parkinson's disease", "Lister ward", "Morse
-Fall Scale"), a number follows it ("Ward 7B", "Forrest IIa"), or it is a genus before its species
-("Staphylococcus aureus"). A name takes in the particles and initials before it ("da Mota-Alves",
+Fall Scale", "Efudix cream"), a number follows it ("Ward 7B", "Forrest IIa"), a route comes before
+it ("IV Artesunate"), or it is a genus before its species ("Staphylococcus aureus"). A name takes in the particles and initials before it ("da Mota-Alves",
 "K. Németh") and a surname written first ("Hart, Jane:"). Acronyms ("NSAIDs", "HbA1c") and
 contractions ("I've") are never names, and a run never crosses a placeholder or punctuation.
 """
@@ -69,6 +70,7 @@ _PERSON_AFTER = re.compile(
     r"(?:['’]s\b| (?:was|is|has|had|says|said|reports|reported|attended|presented|died|lives|lived|denies|feels"
     r"|takes|took|needs|wants|agreed|declined)\b)"
 )
+_ROUTE = re.compile(r"\b(?:IV|PO|IM|SC|SL|PR|NG|oral|topical|inhaled|nebulised|nebulized|intravenous|subcutaneous) \Z")
 # A species epithet after a genus (binomial names): a lower-case Latin word.
 _SPECIES = re.compile(r" [a-z]+(?:us|i|ae|is|a|um|ii|ensis|ans|ens|es|ica|ella)\b")
 # Words after which a lone capitalised word is a person: "spoke to", "asked", "seen by".
@@ -93,7 +95,10 @@ _TAIL = re.compile(
     r"|fossa|layer|membrane|ligament|tendon|capsule|loop|plexus|ampulla|sphincter|diverticulum|hernia|patch(?:es)?"
     r"|crystals?|infection|fever|coma|infirmary|ward|wing|unit|suite|clinic|centre|center|building|house|hospital|theatre"
     r"|practice|lodge|floor|bay|pathway|protocol|guidelines?|regimen|department|service|team|trust|board|foundation"
-    r"|college|university|school|society|association|institute|system|scheme|programme|program|card|nomogram)\b",
+    r"|college|university|school|society|association|institute|system|scheme|programme|program|card|nomogram"
+    # formulations: a word before one is a medicine ("Efudix cream")
+    r"|cream|ointment|gel|lotion|drops|tablets?|capsules?|inhaler|injection|infusion|spray|suppositor(?:y|ies)"
+    r"|syrup|suspension|nebules?|pessar(?:y|ies))\b",
     re.IGNORECASE,
 )
 # Words whose capital never makes them a name (none of them is a person's name on its own).
@@ -139,7 +144,7 @@ class Lexicon:
     capitalised: frozenset[str]  # proper names and other capitalised words, as written
     eponyms: frozenset[str]  # surnames in clinical terms, as written
     countries: frozenset[str]  # words of the names of countries and large regions, as written
-    drugs: frozenset[str]  # the drug table's names, aliases and brands, and other medicines and products
+    clinical: frozenset[str]  # never a name on their own: the drug table's names, other medicines, clinical shorthand
 
 
 def _lines(name: str) -> frozenset[str]:
@@ -160,7 +165,9 @@ def lexicon() -> Lexicon:
         capitalised=_lines("capitalised.txt.gz"),
         eponyms=_lines("eponyms.txt"),
         countries=_lines("countries.txt"),
-        drugs=frozenset(name.lower() for name in [*load_drug_table().names(), *_lines("medicines.txt")]),
+        clinical=frozenset(
+            name.lower() for name in [*load_drug_table().names(), *_lines("medicines.txt"), *_lines("clinical.txt")]
+        ),
     )
 
 
@@ -172,8 +179,8 @@ def _weigh_part(part: str, lex: Lexicon, opens_sentence: bool) -> int:
     lower = part.lower()
     if part in _NEVER or len(part) < 2 or not part[0].isupper():
         return _NO  # a lower-case part ("Post-op") says nothing
-    if part in lex.countries or lower in lex.drugs:
-        return _JOINS  # "Thailand", "Lasix"; but "Alvin Marshall", "Mateo Israel Collado"
+    if part in lex.countries or lower in lex.clinical:
+        return _JOINS  # "Thailand", "Lasix", "Hx"; but "Alvin Marshall", "Mateo Israel Collado"
     if lower in lex.common:
         # An ordinary word with a capital mid-sentence is used as a name ("to Jade Ellis").
         return _JOINS if part in lex.capitalised or not opens_sentence else _NO
@@ -192,8 +199,8 @@ def _weigh(word: str, lex: Lexicon, opens_sentence: bool) -> int:
     """The weight of a capitalised word; a hyphenated one weighs as its heaviest part."""
     if word in _NEVER or _COMBINATION.match(word):
         return _NO
-    if word.lower() in lex.drugs:
-        return _JOINS  # never starts a name, but "Yasmin Almeida" is one
+    if word.lower() in lex.clinical:
+        return _JOINS  # a medicine or shorthand never starts a name, but "Yasmin Almeida" is one
     if _caseless(word):
         return _STARTS
     parts = [p for p in re.split(r"[-'’]", word) if p]
@@ -224,7 +231,7 @@ def _capitalised(word: str) -> bool:
 def _known_proper(word: str, lex: Lexicon) -> bool:
     """A known proper name that is not an eponym or a country; a hyphenated word when each part is one."""
     parts = [p for p in re.split(r"[-'’]", word) if p]
-    return all(p in lex.capitalised and p.lower() not in lex.drugs for p in parts) and not all(
+    return all(p in lex.capitalised and p.lower() not in lex.clinical for p in parts) and not all(
         p in lex.eponyms or p in lex.countries for p in parts
     )
 
@@ -309,6 +316,8 @@ def _is_name(text: str, piece: list[tuple[re.Match[str], int]], lex: Lexicon) ->
         return False  # "Nightingale Ward", "Morse Fall Scale", "Rapid Access Chest Pain Clinic"
     if len(piece) == 1 and _NUMBERED.match(text, first.end()):
         return False  # "Ward 7B", "Bed 12", "Forrest IIa"
+    if len(piece) == 1 and _ending_at(_ROUTE, text, first.start()):
+        return False  # a medicine after its route: "IV Artesunate"
     if len(piece) == 1 and _SPECIES.match(text, last.end()):
         return False  # a genus before its species: "Staphylococcus aureus", "Escherichia coli"
     after = _WORD.match(text, last.end() + 1)
