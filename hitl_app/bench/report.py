@@ -384,15 +384,13 @@ def _phi_rows(phi: dict[str, Any], goals: dict[str, Any]) -> list[Row]:
         ("    one redaction of 1,000 characters: p50 / p95", f"{fmt(phi['p50_ms'], '', 1, 2)} / {fmt(phi['p95_ms'], ' ms', 1, 2)}",
          f"p95 <= 5 ms: {fmt(goals.get('phi_p95_ms'))}"),
     ]
-    if "own_text" in phi:
-        own, others = phi["own_text"], phi["other_locales"]
-        rows += [
-            (f"    the app's own clinical text unchanged ({own['sentences']} sentences)", fmt(own["unchanged"], "", 1, 3),
-             "no goal: text outside the set's templates"),
-            (f"    names from {others['locales']} other locales and scripts ({others['names']})",
-             fmt(others["recall"], "", 1, 3), "no goal: names outside the set's locales"),
-        ]
-    return rows
+    own, others = phi["own_text"], phi["other_locales"]
+    return rows + [
+        (f"    the app's own clinical text unchanged ({own['sentences']} sentences)", fmt(own["unchanged"], "", 1, 3),
+         "no goal: text outside the set's templates"),
+        (f"    names from {others['locales']} other locales and scripts ({others['names']})",
+         fmt(others["recall"], "", 1, 3), "no goal: names outside the set's locales"),
+    ]
 
 
 def _team_rows(team: dict[str, Any], goals: dict[str, Any]) -> list[Row]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
-from . import phi
+from . import names, phi
 from .input_guard import InputVerdict, check_input, refusal_for
 from .urgency import check_output
 from .doses import parse_doses
@@ -61,6 +61,7 @@ class SafetyChecker:
     def __init__(self, table: DrugTable | None = None) -> None:
         self.table = table or load_drug_table()
         self._names = self.table.names()
+        names.lexicon()  # read once here rather than in the first answer's identifier check
 
     # ----- questions -----
     def check_input(self, prompt: str) -> InputVerdict:

@@ -101,13 +101,6 @@ _TAIL = re.compile(
     r"|syrup|suspension|nebules?|pessar(?:y|ies))\b",
     re.IGNORECASE,
 )
-# Words whose capital never makes them a name (none of them is a person's name on its own).
-_NEVER = frozenset(
-    """
-    Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May June July
-    August September October November December Mr Mrs Ms Miss Mx Dr Prof Sir Dame St Christmas Easter Ramadan
-    """.split()
-)
 # Peoples, languages and faiths: never names, and the word before one describes a person, not names
 # one ("Black African", "White British").
 _PEOPLES = frozenset(
@@ -120,7 +113,13 @@ _PEOPLES = frozenset(
     Tigrinya Pashto Dari African-Caribbean Afro-Caribbean
     """.split()
 )
-_NEVER = _NEVER | _PEOPLES
+# Words whose capital never makes them a name (none of them is a person's name on its own).
+_NEVER = _PEOPLES | frozenset(
+    """
+    Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May June July
+    August September October November December Mr Mrs Ms Miss Mx Dr Prof Sir Dame St Christmas Easter Ramadan
+    """.split()
+)
 # Endings of clinical words that no list may know: the recommended INN stems that end a drug's name
 # (WHO's stem book: "Ramipril", "Atorvastatin"), then Greek and Latin endings of medical terms and
 # bacterial genera ("Anticoagulation", "Helicobacter", "Clostridioides").
@@ -158,7 +157,8 @@ def _lines(name: str) -> frozenset[str]:
 
 @lru_cache(maxsize=1)
 def lexicon() -> Lexicon:
-    """The shipped lexicon, read once per process (about 0.2 s)."""
+    """The shipped lexicon, read once per process (``SafetyChecker`` reads it when it is built, so
+    that no answer waits for it)."""
     return Lexicon(
         common=_lines("common.txt.gz"),
         rare=_lines("rare.txt.gz"),
